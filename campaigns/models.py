@@ -1,0 +1,1 @@
+"""Campaign, content and SOP tables are built in the SOP issue."""

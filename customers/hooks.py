@@ -1,0 +1,38 @@
+"""The one announcement of changed facts about customers.
+
+Derived state (the funnel's milestones, SOP triggers) must follow the facts whichever door
+they came in by: the API, WeCom sync, a callback, the dashboard or a mobile page. Every
+write service in ``customers.services`` therefore ends by calling :func:`announce` with the
+customers it touched and the kinds of fact that changed, and subscribers (connected in
+their ``AppConfig.ready``) recompute what depends on them.
+
+Receivers run inside the caller's transaction, so a derived row is committed (or rolled
+back) together with the fact that caused it. They receive ids, not instances, so that a
+bulk import of 5,000 orders is one call, not 5,000.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+
+from django.dispatch import Signal
+
+
+class Fact(StrEnum):
+    CUSTOMER = "customer"  # created, or profile fields such as acquired_at changed
+    ORDER = "order"
+    ACTIVITY = "activity"
+    FOLLOW = "follow"
+    REFERRAL = "referral"
+    TAG = "tag"
+
+
+#: Sent with ``customer_ids: frozenset[int]`` and ``facts: frozenset[Fact]``.
+facts_changed = Signal()
+
+
+def announce(customer_ids: Iterable[int], *facts: Fact) -> None:
+    ids = frozenset(customer_ids)
+    if ids and facts:
+        facts_changed.send(sender=Fact, customer_ids=ids, facts=frozenset(facts))

@@ -1,0 +1,154 @@
+"""Reads of the core tables, always scoped to what the asking user may see.
+
+Row-level permission lives here, in querysets: a view or viewset starts from
+``customer_visible_qs(user)`` (or ``customer_get_for_user``) and never from
+``Customer.objects``. Another store's customer is then simply not found (404), in the
+dashboard, the API and the mobile pages alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+from django.http import Http404
+
+from customers.models import (
+    Activity,
+    Customer,
+    CustomerTag,
+    Follow,
+    Note,
+    Order,
+    Staff,
+    Store,
+    Tag,
+    TagGroup,
+)
+from scrm.roles import Role, role_of
+
+
+def staff_of(user: Any) -> Staff | None:
+    """The active Staff row linked to ``user``, if any."""
+    if role_of(user) in (Role.MANAGER, Role.STAFF):
+        staff: Staff = user.staff_profile
+        return staff
+    return None
+
+
+def customer_visible_qs(user: Any) -> QuerySet[Customer]:
+    """Customers ``user`` may see.
+
+    Operators and API clients see everyone; a store manager sees the customers of their
+    store (by the customer's store, or an active follow by a staff member of the store);
+    store staff see the customers they own or actively follow. Anyone else sees nothing.
+    """
+    role = role_of(user)
+    qs = Customer.objects.all()
+    if role in (Role.OPERATOR, Role.INTEGRATION):
+        return qs
+    staff = staff_of(user)
+    if staff is None:
+        return qs.none()
+    if role == Role.MANAGER:
+        if staff.store_id is None:
+            return qs.none()
+        store_follow = Follow.objects.filter(
+            customer=OuterRef("pk"), staff__store_id=staff.store_id, deleted_at__isnull=True
+        )
+        return qs.filter(Q(store_id=staff.store_id) | Exists(store_follow))
+    own_follow = Follow.objects.filter(
+        customer=OuterRef("pk"), staff_id=staff.pk, deleted_at__isnull=True
+    )
+    return qs.filter(Q(owner_id=staff.pk) | Exists(own_follow))
+
+
+def customer_get_for_user(user: Any, pk: Any) -> Customer:
+    """Fetch one customer the user may see, or raise Http404 (never 403: no leak of ids)."""
+    try:
+        return customer_visible_qs(user).get(pk=int(pk))
+    except (Customer.DoesNotExist, TypeError, ValueError):
+        raise Http404("No such customer.") from None
+
+
+def customer_list_qs(user: Any) -> QuerySet[Customer]:
+    """The customer list's base queryset, with what each row shows joined in one query."""
+    return customer_visible_qs(user).select_related("owner", "store", "source_channel")
+
+
+def customer_detail(user: Any, pk: Any) -> Customer:
+    """One customer with profile relations loaded for the detail page / API."""
+    customer = customer_get_for_user(user, pk)
+    customer = (
+        Customer.objects.select_related("owner", "store", "source_channel", "referred_by")
+        .prefetch_related(
+            Prefetch("follows", queryset=Follow.objects.select_related("staff", "staff__store")),
+            Prefetch("tag_links", queryset=CustomerTag.objects.select_related("tag__group")),
+        )
+        .get(pk=customer.pk)
+    )
+    return customer
+
+
+def order_visible_qs(user: Any) -> QuerySet[Order]:
+    return Order.objects.filter(customer__in=customer_visible_qs(user))
+
+
+def activity_visible_qs(user: Any) -> QuerySet[Activity]:
+    return Activity.objects.filter(customer__in=customer_visible_qs(user))
+
+
+def note_visible_qs(user: Any) -> QuerySet[Note]:
+    return Note.objects.filter(customer__in=customer_visible_qs(user))
+
+
+def order_get_for_user(user: Any, pk: Any) -> Order:
+    try:
+        return order_visible_qs(user).get(pk=int(pk))
+    except (Order.DoesNotExist, TypeError, ValueError):
+        raise Http404("No such order.") from None
+
+
+def staff_visible_qs(user: Any) -> QuerySet[Staff]:
+    """Operators and API clients see all staff; store people see their store's staff."""
+    role = role_of(user)
+    qs = Staff.objects.select_related("store", "user")
+    if role in (Role.OPERATOR, Role.INTEGRATION):
+        return qs
+    staff = staff_of(user)
+    if staff is None:
+        return qs.none()
+    if staff.store_id is None:
+        return qs.filter(pk=staff.pk)
+    return qs.filter(store_id=staff.store_id)
+
+
+def store_visible_qs(user: Any) -> QuerySet[Store]:
+    role = role_of(user)
+    if role in (Role.OPERATOR, Role.INTEGRATION):
+        return Store.objects.all()
+    staff = staff_of(user)
+    if staff is None or staff.store_id is None:
+        return Store.objects.none()
+    return Store.objects.filter(pk=staff.store_id)
+
+
+def tag_visible_qs(user: Any) -> QuerySet[Tag]:
+    """Tags are corp-wide vocabulary: anyone with a role may read them."""
+    if role_of(user) is None:
+        return Tag.objects.none()
+    return Tag.objects.select_related("group")
+
+
+def tag_group_visible_qs(user: Any) -> QuerySet[TagGroup]:
+    if role_of(user) is None:
+        return TagGroup.objects.none()
+    return TagGroup.objects.prefetch_related("tags")
+
+
+def customer_timeline(customer: Customer, *, limit: int = 100) -> list[Activity]:
+    return list(
+        Activity.objects.filter(customer=customer).select_related("staff").order_by(
+            "-occurred_at", "-id"
+        )[:limit]
+    )

@@ -1,0 +1,1 @@
+"""AARRR funnel tables (milestones, stage history) are built in the funnel issue."""
