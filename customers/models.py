@@ -158,7 +158,7 @@ class Customer(models.Model):
         _("status"), max_length=8, choices=CustomerStatus.choices, default=CustomerStatus.ACTIVE
     )
     lost_at = models.DateTimeField(_("lost at"), null=True, blank=True)
-    tags = models.ManyToManyField(
+    tags: models.ManyToManyField[Tag, CustomerTag] = models.ManyToManyField(
         "Tag", through="CustomerTag", related_name="customers", verbose_name=_("tags")
     )
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
@@ -319,6 +319,9 @@ class CustomerTag(models.Model):
             models.UniqueConstraint(fields=["customer", "tag"], name="customertag_unique"),
         ]
         indexes = [models.Index(fields=["tag", "customer"], name="customertag_tag_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id}#{self.tag_id}"
 
 
 class OrderStatus(models.TextChoices):

@@ -128,9 +128,7 @@ def customer_update(*, customer: Customer, data: Mapping[str, Any]) -> list[str]
     return changed
 
 
-def customer_upsert(
-    *, key: str, data: Mapping[str, Any]
-) -> tuple[Customer, str]:
+def customer_upsert(*, key: str, data: Mapping[str, Any]) -> tuple[Customer, str]:
     """Create or update the customer whose ``key`` field (``external_id`` or
     ``external_userid``) equals ``data[key]``. Returns the customer and the outcome.
 
@@ -180,9 +178,8 @@ def customer_ids_by_external_id(external_ids: Iterable[str]) -> dict[str, int]:
     keys = {k for k in external_ids if k}
     if not keys:
         return {}
-    return dict(
-        Customer.objects.filter(external_id__in=keys).values_list("external_id", "id")
-    )
+    pairs = Customer.objects.filter(external_id__in=keys).values_list("external_id", "id")
+    return {key: pk for key, pk in pairs if key}
 
 
 # --- Orders ----------------------------------------------------------------------------
@@ -319,9 +316,7 @@ def activities_record(*, rows: Sequence[ActivityInput]) -> UpsertResult:
         return result
     keys = [row.key() for row in rows]
     existing = dict(
-        Activity.objects.filter(idempotency_key__in=set(keys)).values_list(
-            "idempotency_key", "id"
-        )
+        Activity.objects.filter(idempotency_key__in=set(keys)).values_list("idempotency_key", "id")
     )
     new: dict[str, Activity] = {}
     for row, key in zip(rows, keys, strict=True):

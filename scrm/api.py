@@ -59,7 +59,9 @@ def _as_field_dict(detail: Any) -> dict[str, Any]:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, DjangoValidationError):
-        detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        detail = (
+            exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        )
         exc = exceptions.ValidationError(detail=detail)
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
@@ -92,10 +94,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             )
         return response
 
-    detail = getattr(exc, "detail", None)
+    exc_detail = getattr(exc, "detail", None)
     code = getattr(exc, "default_code", "error")
-    if isinstance(detail, exceptions.ErrorDetail):
-        code = detail.code or code
-    message = str(detail) if detail is not None else str(exc)
+    if isinstance(exc_detail, exceptions.ErrorDetail):
+        code = exc_detail.code or code
+    message = str(exc_detail) if exc_detail is not None else str(exc)
     response.data = error_body(str(code), message)
     return response

@@ -7,7 +7,7 @@ the mobile pages agree.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -32,9 +32,9 @@ def role_of(user: Any) -> Role | None:
         return None
     if user.is_superuser:
         return Role.OPERATOR
-    cached = getattr(user, "_scrm_role", False)
-    if cached is not False:
-        return cached  # type: ignore[no-any-return]
+    # Cached on the user object: one request asks many times (every queryset, the nav).
+    if "_scrm_role" in user.__dict__:
+        return cast(Role | None, user.__dict__["_scrm_role"])
     role: Role | None = None
     staff = getattr(user, "staff_profile", None) if _has_staff(user) else None
     if staff is not None and staff.is_active:

@@ -141,7 +141,9 @@ _database_url = os.environ.get("DATABASE_URL", "").strip() or _default_sqlite
 try:
     _db: dict[str, Any] = dict(dj_database_url.parse(_database_url, conn_max_age=0))
 except ValueError as exc:
-    raise ImproperlyConfigured(f"DATABASE_URL={_database_url!r} is not a database URL: {exc}")
+    raise ImproperlyConfigured(
+        f"DATABASE_URL={_database_url!r} is not a database URL: {exc}"
+    ) from None
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db["OPTIONS"] = {
         "timeout": 30,

@@ -31,12 +31,12 @@ class World:
 
 
 @pytest.fixture
-def operator_user(db):  # type: ignore[no-untyped-def]
+def operator_user(db):
     return UserFactory(username="operator", is_superuser=True, is_staff=True)
 
 
 @pytest.fixture
-def world(db) -> World:  # type: ignore[no-untyped-def]
+def world(db) -> World:
     store_a = StoreFactory(code="A", name="Store A")
     store_b = StoreFactory(code="B", name="Store B")
     manager_a = StaffFactory(
@@ -57,7 +57,7 @@ def world(db) -> World:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def integration_user(db):  # type: ignore[no-untyped-def]
+def integration_user(db):
     user = UserFactory(username="mall-integration")
     group, _ = Group.objects.get_or_create(name=INTEGRATION_GROUP)
     user.groups.add(group)
@@ -65,7 +65,7 @@ def integration_user(db):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def api_client(integration_user) -> APIClient:  # type: ignore[no-untyped-def]
+def api_client(integration_user) -> APIClient:
     """An integration authenticated by token, as the mall or POS would be."""
     token, _ = Token.objects.get_or_create(user=integration_user)
     client = APIClient()
@@ -73,7 +73,13 @@ def api_client(integration_user) -> APIClient:  # type: ignore[no-untyped-def]
     return client
 
 
-def api_client_for(user) -> APIClient:  # type: ignore[no-untyped-def]
+def api_client_for(user) -> APIClient:
     client = APIClient()
     client.force_authenticate(user=user)
     return client
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # PBKDF2 is deliberately slow; tests create many users and need no brute-force cost.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

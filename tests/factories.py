@@ -36,7 +36,7 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.PostGenerationMethodCall("set_password", "pass-1234-word")
 
     @factory.post_generation
-    def _save(obj, create, extracted, **kwargs):  # type: ignore[no-untyped-def]
+    def _save(obj, create, extracted, **kwargs):
         if create:
             obj.save()
 
