@@ -30,12 +30,15 @@ from customers.models import (
     ActivitySource,
     Customer,
     CustomerTag,
+    Follow,
     Note,
     Order,
     OrderStatus,
     Staff,
     Store,
     Tag,
+    TagGroup,
+    TagSource,
 )
 
 
@@ -468,3 +471,112 @@ def staff_upsert(*, wecom_userid: str, data: Mapping[str, Any]) -> tuple[Staff, 
     if changed:
         staff.save(update_fields=[*changed, "updated_at"])
     return staff, ("updated" if changed else "unchanged")
+
+
+# --- Follows and the tag catalogue -----------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class FollowInput:
+    """One validated follow (staff member has the customer as a WeCom contact)."""
+
+    customer_id: int
+    staff_id: int
+    added_at: datetime
+    state: str = ""
+    remark: str = ""
+    description: str = ""
+    add_way: int = 0
+    oper_userid: str = ""
+    deleted_at: datetime | None = None
+
+
+_FOLLOW_FIELDS = [f.name for f in fields(FollowInput) if f.name not in ("customer_id", "staff_id")]
+
+
+@transaction.atomic
+def follows_upsert(*, rows: Sequence[FollowInput]) -> UpsertResult:
+    """Create or update follows by (customer, staff), all or nothing.
+
+    Like :func:`orders_upsert`: one read of the existing pairs, only differing rows are
+    written, so a replayed sync changes nothing. A later row for the same pair wins.
+    """
+    result = UpsertResult()
+    if not rows:
+        return result
+    pairs = [(row.customer_id, row.staff_id) for row in rows]
+    existing = {
+        (f.customer_id, f.staff_id): f
+        for f in Follow.objects.select_for_update().filter(
+            customer_id__in={c for c, _s in pairs}, staff_id__in={s for _c, s in pairs}
+        )
+    }
+    to_create: dict[tuple[int, int], Follow] = {}
+    to_update: dict[tuple[int, int], Follow] = {}
+    changed_fields: set[str] = set()
+    touched: set[int] = set()
+    for row, pair in zip(rows, pairs, strict=True):
+        values = {name: getattr(row, name) for name in _FOLLOW_FIELDS}
+        follow = existing.get(pair) or to_create.get(pair)
+        if follow is None:
+            to_create[pair] = Follow(customer_id=row.customer_id, staff_id=row.staff_id, **values)
+            result.outcomes.append("created")
+            touched.add(row.customer_id)
+            continue
+        diff = [name for name, value in values.items() if getattr(follow, name) != value]
+        if not diff:
+            result.outcomes.append("unchanged")
+            continue
+        for name in diff:
+            setattr(follow, name, values[name])
+        changed_fields.update(diff)
+        if pair not in to_create:
+            to_update[pair] = follow
+        touched.add(row.customer_id)
+        result.outcomes.append("updated")
+    Follow.objects.bulk_create(to_create.values(), batch_size=1000)
+    if to_update:
+        now = timezone.now()
+        for follow in to_update.values():
+            follow.updated_at = now
+        Follow.objects.bulk_update(
+            to_update.values(), [*sorted(changed_fields), "updated_at"], batch_size=1000
+        )
+    by_pair = {**existing, **to_create}
+    result.ids = [by_pair[pair].pk for pair in pairs]
+    announce(touched, Fact.FOLLOW)
+    return result
+
+
+@transaction.atomic
+def tag_group_upsert(
+    *, name: str, source: str = TagSource.LOCAL, data: Mapping[str, Any] | None = None
+) -> tuple[TagGroup, str]:
+    """Create or update the tag group ``name`` of ``source`` (``order``, ``wecom_group_id``)."""
+    group = TagGroup.objects.select_for_update().filter(source=source, name=name).first()
+    values = dict(data or {})
+    if group is None:
+        return TagGroup.objects.create(source=source, name=name, **values), "created"
+    changed = [k for k, v in values.items() if getattr(group, k) != v]
+    for key in changed:
+        setattr(group, key, values[key])
+    if changed:
+        group.save(update_fields=[*changed, "updated_at"])
+    return group, ("updated" if changed else "unchanged")
+
+
+@transaction.atomic
+def tag_upsert(
+    *, group: TagGroup, name: str, data: Mapping[str, Any] | None = None
+) -> tuple[Tag, str]:
+    """Create or update the tag ``name`` in ``group`` (``order``, ``wecom_tag_id``)."""
+    tag = Tag.objects.select_for_update().filter(group=group, name=name).first()
+    values = dict(data or {})
+    if tag is None:
+        return Tag.objects.create(group=group, name=name, **values), "created"
+    changed = [k for k, v in values.items() if getattr(tag, k) != v]
+    for key in changed:
+        setattr(tag, key, values[key])
+    if changed:
+        tag.save(update_fields=[*changed, "updated_at"])
+    return tag, ("updated" if changed else "unchanged")
