@@ -109,10 +109,15 @@ class Customer(models.Model):
     acquisition milestone of the funnel; ``referred_by`` records fission.
     """
 
+    # Plain UNIQUE on a nullable column (NULLs never collide, in PostgreSQL and SQLite), not a
+    # partial index, so that bulk upserts can use ON CONFLICT (external_userid) directly.
+    # Services store NULL, never "", for an absent key.
     external_userid = models.CharField(
-        _("WeCom external_userid"), max_length=64, null=True, blank=True
+        _("WeCom external_userid"), max_length=64, null=True, blank=True, unique=True
     )
-    external_id = models.CharField(_("integration id"), max_length=128, null=True, blank=True)
+    external_id = models.CharField(
+        _("integration id"), max_length=128, null=True, blank=True, unique=True
+    )
     unionid = models.CharField(_("unionid"), max_length=64, blank=True)
     name = models.CharField(_("name"), max_length=128)
     avatar = models.URLField(_("avatar"), max_length=500, blank=True)
@@ -169,15 +174,9 @@ class Customer(models.Model):
         verbose_name = _("customer")
         verbose_name_plural = _("customers")
         constraints = [
-            models.UniqueConstraint(
-                fields=["external_userid"],
-                condition=Q(external_userid__isnull=False) & ~Q(external_userid=""),
-                name="customer_unique_external_userid",
-            ),
-            models.UniqueConstraint(
-                fields=["external_id"],
-                condition=Q(external_id__isnull=False) & ~Q(external_id=""),
-                name="customer_unique_external_id",
+            models.CheckConstraint(
+                condition=~Q(external_userid="") & ~Q(external_id=""),
+                name="customer_keys_null_not_empty",
             ),
             models.CheckConstraint(
                 condition=Q(status=CustomerStatus.ACTIVE, lost_at__isnull=True)

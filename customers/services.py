@@ -88,6 +88,18 @@ def _customer_facts(changed: Iterable[str]) -> set[Fact]:
     return facts
 
 
+def _normalized(data: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(data) - set(CUSTOMER_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown customer fields: {sorted(unknown)}")
+    values = dict(data)
+    for key in ("external_id", "external_userid"):
+        # The unique keys hold NULL, never "": two customers without a key must not collide.
+        if key in values and not values[key]:
+            values[key] = None
+    return values
+
+
 def _check_referrer(customer: Customer | None, referred_by_id: int | None) -> None:
     if referred_by_id is None:
         return
@@ -98,9 +110,7 @@ def _check_referrer(customer: Customer | None, referred_by_id: int | None) -> No
 @transaction.atomic
 def customer_create(*, data: Mapping[str, Any]) -> Customer:
     """Create a customer from already-validated field values (``CUSTOMER_FIELDS``)."""
-    unknown = set(data) - set(CUSTOMER_FIELDS)
-    if unknown:
-        raise TypeError(f"unknown customer fields: {sorted(unknown)}")
+    data = _normalized(data)
     customer = Customer.objects.create(**data)
     ids = {customer.pk}
     if customer.referred_by_id:
@@ -112,9 +122,7 @@ def customer_create(*, data: Mapping[str, Any]) -> Customer:
 @transaction.atomic
 def customer_update(*, customer: Customer, data: Mapping[str, Any]) -> list[str]:
     """Apply changed field values; returns the names of the fields that really changed."""
-    unknown = set(data) - set(CUSTOMER_FIELDS)
-    if unknown:
-        raise TypeError(f"unknown customer fields: {sorted(unknown)}")
+    data = _normalized(data)
     _check_referrer(customer, data.get("referred_by_id"))
     old_referrer = customer.referred_by_id
     changed = [name for name, value in data.items() if getattr(customer, name) != value]
