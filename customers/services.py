@@ -15,13 +15,14 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 from customers.hooks import Fact, announce
 from customers.models import (
@@ -248,6 +249,15 @@ def orders_upsert(*, rows: Sequence[OrderInput]) -> UpsertResult:
     for row in rows:
         values = _order_values(row)
         order = existing.get(row.external_id) or to_create.get(row.external_id)
+        if (
+            order is not None
+            and row.status == OrderStatus.REFUNDED
+            and row.refunded_at is None
+            and order.refunded_at is not None
+        ):
+            # Keep the first-seen refund time: stamping "now" again would make every
+            # replay of a refunded order an update.
+            values["refunded_at"] = order.refunded_at
         if order is None:
             order = Order(external_id=row.external_id, **values)
             to_create[row.external_id] = order
@@ -303,7 +313,9 @@ class ActivityInput:
                 [
                     self.customer_id,
                     self.kind,
-                    self.occurred_at.isoformat(),
+                    # UTC, so that one instant gives one key whichever door and offset
+                    # it came in by (an API client's +08:00, WeCom's epoch seconds).
+                    self.occurred_at.astimezone(UTC).isoformat(),
                     self.source,
                     self.payload,
                 ],
@@ -588,3 +600,52 @@ def tag_upsert(
     if changed:
         tag.save(update_fields=[*changed, "updated_at"])
     return tag, ("updated" if changed else "unchanged")
+
+
+# --- Staff and stores (API and dashboard forms) ---------------------------------------
+
+
+@transaction.atomic
+def staff_create(*, data: Mapping[str, Any]) -> Staff:
+    """Create a staff member from validated field values (for staff without a WeCom id;
+    those with one go through :func:`staff_upsert`)."""
+    return Staff.objects.create(**data)
+
+
+@transaction.atomic
+def staff_update(*, staff: Staff, data: Mapping[str, Any]) -> list[str]:
+    """Apply changed field values; returns the names of the fields that really changed."""
+    changed = [name for name, value in data.items() if getattr(staff, name) != value]
+    for name in changed:
+        setattr(staff, name, data[name])
+    if changed:
+        staff.save(update_fields=[*changed, "updated_at"])
+    return changed
+
+
+@transaction.atomic
+def store_update(*, store: Store, data: Mapping[str, Any]) -> list[str]:
+    """Apply changed field values (``code`` included); returns the fields that changed."""
+    changed = [name for name, value in data.items() if getattr(store, name) != value]
+    for name in changed:
+        setattr(store, name, data[name])
+    if changed:
+        store.save(update_fields=[*changed, "updated_at"])
+    return changed
+
+
+# --- API clients -----------------------------------------------------------------------
+
+
+@transaction.atomic
+def api_token_issue(*, user: Any, rotate: bool = False) -> str:
+    """The user's API token key, created when missing; ``rotate`` replaces the key, so
+    the old one stops working at once.
+
+    Unlike ``scrm.services.api_token_rotate`` (the dashboard's, for API clients only) this
+    serves any active user, for the ``create_api_token`` command run by an administrator.
+    """
+    if rotate:
+        Token.objects.filter(user=user).delete()
+    token, _created = Token.objects.get_or_create(user=user)
+    return str(token.key)

@@ -11,27 +11,74 @@ and bulk endpoints add ``"rows": [{"row": 3, "fields": {...}}]``. Clients branch
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError
+from django.db.models import Model, QuerySet
 from django.http import Http404
-from rest_framework import exceptions, status
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django_filters import OrderingFilter
+from drf_spectacular.openapi import AutoSchema
+from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from scrm.roles import role_of, sees_everything
 
 logger = logging.getLogger(__name__)
 
 
 class DefaultCursorPagination(CursorPagination):
-    """Cursor pagination: stable under inserts and no ``COUNT(*)`` of a large table."""
+    """Cursor pagination: stable under inserts and no ``COUNT(*)`` of a large table.
+
+    The order is, first match wins: the ``ordering`` filter of the view's FilterSet (the
+    same parameter the dashboard list uses), the view's ``cursor_ordering``, ``-id``. An
+    ``id`` tiebreak is always appended so that the order is total. The cursor's position
+    is the first ordering field; rows that tie on it are told apart by DRF's in-cursor
+    offset, so ordering by a field with many ties (``name``) stays correct but a page deep
+    inside a large tie costs an offset scan.
+    """
 
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
     ordering = "-id"
+
+    def get_ordering(self, request: Request, queryset: QuerySet[Any], view: Any) -> tuple[str, ...]:
+        ordering = _filterset_ordering(request, view) or tuple(
+            getattr(view, "cursor_ordering", ()) or (type(self).ordering,)
+        )
+        return with_id_tiebreak(ordering)
+
+
+def with_id_tiebreak(ordering: Sequence[str]) -> tuple[str, ...]:
+    names = {field.lstrip("-") for field in ordering}
+    if names & {"id", "pk"}:
+        return tuple(ordering)
+    tiebreak = "-id" if ordering and ordering[0].startswith("-") else "id"
+    return (*ordering, tiebreak)
+
+
+def _filterset_ordering(request: Request, view: Any) -> tuple[str, ...]:
+    filterset_class = getattr(view, "filterset_class", None)
+    ordering_filter = filterset_class.base_filters.get("ordering") if filterset_class else None
+    if not isinstance(ordering_filter, OrderingFilter):
+        return ()
+    raw = request.query_params.get("ordering", "")
+    # The FilterSet has already rejected unknown values with a 400; skip them defensively.
+    return tuple(
+        ordering_filter.get_ordering_value(param)
+        for param in (p.strip() for p in raw.split(","))
+        if param and param.lstrip("-") in ordering_filter.param_map
+    )
 
 
 def error_body(
@@ -82,16 +129,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
     if isinstance(exc, exceptions.ValidationError):
         data = response.data
-        if isinstance(data, dict) and "rows" in data:
-            response.data = error_body(
-                "invalid",
-                str(data.get("message", "Some rows are invalid; nothing was stored.")),
-                rows=data["rows"],
-            )
+        # Both keys, so that a plain field called "rows" (a bulk body that is not a list)
+        # is reported as a field, not mistaken for per-row errors.
+        if isinstance(data, dict) and "rows" in data and "message" in data:
+            response.data = error_body("invalid", str(data["message"]), rows=data["rows"])
         else:
-            response.data = error_body(
-                "invalid", "The request has invalid fields.", fields=_as_field_dict(data)
-            )
+            message = getattr(exc, "message", None) or "The request has invalid fields."
+            response.data = error_body("invalid", str(message), fields=_as_field_dict(data))
         return response
 
     exc_detail = getattr(exc, "detail", None)
@@ -101,3 +145,153 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     message = str(exc_detail) if exc_detail is not None else str(exc)
     response.data = error_body(str(code), message)
     return response
+
+
+# --- Errors raised by API code ---------------------------------------------------------
+
+
+class InvalidRequest(exceptions.ValidationError):
+    """A 400 whose top-level ``message`` says what is wrong (e.g. naming a limit)."""
+
+    def __init__(self, message: str, fields: dict[str, Any]) -> None:
+        super().__init__(fields)
+        self.message = message
+
+
+class RowsInvalid(exceptions.ValidationError):
+    """A 400 for a bulk body: ``rows`` is ``[{"row": index, "fields": {...}}]``.
+
+    The detail is set as given: DRF would otherwise turn the integer row indexes into
+    strings.
+    """
+
+    def __init__(self, message: str, rows: list[dict[str, Any]]) -> None:
+        self.detail = {"message": message, "rows": rows}  # type: ignore[dict-item]
+
+
+# --- Permissions -----------------------------------------------------------------------
+
+NO_ROLE_MESSAGE = "Your account has no role in this SCRM; ask an operator to give it one."
+WRITE_DENIED_MESSAGE = "Only operators and API clients may change this."
+
+
+class HasRole(permissions.BasePermission):
+    """Any user with a role. Row-level scoping is done by the querysets, not here."""
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        if not getattr(request.user, "is_authenticated", False):
+            return False  # DRF answers 401 with the WWW-Authenticate challenge
+        if role_of(request.user) is None:
+            raise exceptions.PermissionDenied(NO_ROLE_MESSAGE)
+        return True
+
+
+class ReadOnlyUnlessSeesEverything(HasRole):
+    """Reading needs a role; writing needs operator or API client."""
+
+    message = WRITE_DENIED_MESSAGE
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        if not super().has_permission(request, view):
+            return False
+        return request.method in permissions.SAFE_METHODS or sees_everything(request.user)
+
+
+# --- Fields ----------------------------------------------------------------------------
+
+#: Largest id a bigint primary key can hold; larger numbers are "not found", not a crash.
+MAX_ID = 2**63 - 1
+
+
+def id_field(**kwargs: Any) -> serializers.IntegerField:
+    """An id given by value (bulk rows): resolved later in one query, never per row."""
+    return serializers.IntegerField(min_value=1, max_value=MAX_ID, **kwargs)
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """ISO-8601 with an explicit offset: a naive time is ambiguous, so it is refused."""
+
+    default_error_messages = {
+        "naive": "Include a time zone offset, e.g. 2024-05-01T10:00:00+08:00.",
+    }
+
+    def to_internal_value(self, value: Any) -> datetime:
+        parsed: datetime | None = value if isinstance(value, datetime) else None
+        if isinstance(value, str):
+            try:
+                parsed = parse_datetime(value.strip())
+            except ValueError:
+                parsed = None  # the parent reports the invalid value
+        if parsed is not None and timezone.is_naive(parsed):
+            self.fail("naive")
+        result: datetime = super().to_internal_value(value)
+        return result
+
+
+class VisiblePrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
+    """A related id that must be one of the rows the requesting user may see.
+
+    ``visible(user)`` is a ``*_visible_qs`` selector, so an id the user may not see is
+    reported exactly like an unknown one. ``queryset`` names the model for the schema.
+    """
+
+    def __init__(self, *, visible: Callable[[Any], QuerySet[Any]], **kwargs: Any) -> None:
+        self.visible = visible
+        super().__init__(**kwargs)
+
+    def get_queryset(self) -> QuerySet[Any]:
+        request = self.context.get("request")
+        return self.visible(getattr(request, "user", None))
+
+    def to_internal_value(self, data: Any) -> Model:
+        # JSON true/1.5 would otherwise match id 1 (bool and float pass int()).
+        if isinstance(data, bool) or not isinstance(data, int | str):
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        if isinstance(data, str):
+            if not data.strip().isdigit():
+                self.fail("incorrect_type", data_type="str")
+            data = int(data)
+        if not 1 <= data <= MAX_ID:
+            self.fail("does_not_exist", pk_value=data)
+        result: Model = super().to_internal_value(data)
+        return result
+
+
+# --- Schema ----------------------------------------------------------------------------
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Stable machine code: invalid, not_found, ...")
+    message = serializers.CharField(help_text="A sentence for a person.")
+    # The metaclass moves declared fields off the class, so this does not shadow .fields.
+    fields = serializers.DictField(  # type: ignore[assignment]
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Field name -> messages.",
+    )
+    rows = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        help_text='Bulk bodies: [{"row": 0-based index, "fields": {...}}].',
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+class ScrmAutoSchema(AutoSchema):
+    """Documents the one error shape on every operation, next to its success answer."""
+
+    def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
+        responses: dict[str, Any] = super()._get_response_bodies(direction)
+        codes = ["401", "403"]
+        if self.method != "GET" or self._is_list_view():
+            codes.append("400")
+        if "{" in self.path:
+            codes.append("404")
+        for code in codes:
+            responses.setdefault(
+                code, self._get_response_for_code(ErrorSerializer, code, direction=direction)
+            )
+        return responses
