@@ -65,6 +65,7 @@ DEFAULT_SEED = 2026
 DEFAULT_CUSTOMERS = 2000
 DEMO_PASSWORD = "scrm-demo-2026"
 API_CLIENT_USERNAME = "demo-integration"
+OPERATOR_USERID = "demo-operator"
 # The demo brand is Chinese: hours of day are laid out in its local time.
 LOCAL_TZ = zoneinfo.ZoneInfo("Asia/Shanghai")
 HISTORY_DAYS = 180
@@ -328,7 +329,7 @@ def _later(rng: random.Random, start: datetime, min_days: float, max_days: float
 
 def _staff_plan(rng: random.Random) -> list[StaffSpec]:
     staff = [
-        StaffSpec("demo-operator", "operator", "林运营", _phone(rng), None, Role.OPERATOR),
+        StaffSpec(OPERATOR_USERID, "operator", "林运营", _phone(rng), None, Role.OPERATOR),
     ]
     for store, clerks in zip(STORES, CLERKS_PER_STORE, strict=True):
         staff.append(
@@ -874,6 +875,13 @@ def demo_seed(
         counts=demo_counts(),
         created=created,
     )
+
+
+def demo_login_hint() -> str | None:
+    """ "log in as operator / <password>" when the demo is seeded here, else None."""
+    if Staff.objects.filter(wecom_userid=OPERATOR_USERID).exists():
+        return f"log in as operator / {DEMO_PASSWORD}"
+    return None
 
 
 def demo_counts() -> dict[str, int]:

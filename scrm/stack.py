@@ -1,0 +1,229 @@
+"""Run the whole product as one foreground command: web server, Celery worker, Celery beat.
+
+``manage.py runstack`` (and so ``make run``) uses this. Each process is a
+:class:`ProcessSpec` in the list :func:`default_processes` returns; adding one (the WeCom
+simulator, say) is one more entry. The supervisor:
+
+* starts every process in its own session, so that Ctrl-C reaches only the supervisor,
+  which then stops the children in order instead of all of them dying at once mid-write;
+* prefixes each output line with the process name;
+* on SIGINT/SIGTERM sends SIGTERM to each process group, waits, then SIGKILLs stragglers;
+* when one process dies on its own, stops the others and exits non-zero, so a broken
+  worker is never hidden behind a web server that still answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TextIO
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process of the stack: a name for its output prefix, a command, extra env."""
+
+    name: str
+    argv: Sequence[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def default_processes(
+    *, bind: str = "127.0.0.1:8000", web_workers: int = 2, concurrency: int = 2
+) -> list[ProcessSpec]:
+    """The product's processes, each started with this interpreter (the project's venv)."""
+    python = sys.executable
+    return [
+        ProcessSpec(
+            "web",
+            [
+                python, "-m", "gunicorn", "scrm.wsgi:application",
+                "--bind", bind,
+                "--workers", str(web_workers),
+                "--access-logfile", "-",
+                "--graceful-timeout", "10",
+            ],
+        ),
+        # prefork with two children: one slow task does not hold up the others. SQLite in
+        # WAL mode with a busy timeout (see settings) takes the concurrent writes.
+        ProcessSpec(
+            "worker",
+            [
+                python, "-m", "celery", "-A", "scrm", "worker",
+                "--loglevel", "INFO",
+                "--pool", "prefork",
+                "--concurrency", str(concurrency),
+                "--hostname", "worker@%h",
+            ],
+        ),
+        ProcessSpec("beat", [python, "-m", "celery", "-A", "scrm", "beat", "--loglevel", "INFO"]),
+    ]  # fmt: skip
+
+
+def _die_with_parent() -> None:
+    # Linux only: if the supervisor is SIGKILLed (no chance to clean up), the kernel
+    # sends each child SIGTERM, so no orphan keeps port 8000 or the broker busy.
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+class Stack:
+    """Start, watch and stop a list of processes. Not reusable: one :meth:`run` each."""
+
+    def __init__(
+        self,
+        specs: Sequence[ProcessSpec],
+        *,
+        out: TextIO | None = None,
+        stop_timeout: float = 20.0,
+        on_started: Callable[[Stack], None] | None = None,
+    ) -> None:
+        if not specs:
+            raise ValueError("a stack needs at least one process")
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"process names must be unique: {names}")
+        self.specs = list(specs)
+        self.out = out or sys.stdout
+        self.stop_timeout = stop_timeout
+        self.on_started = on_started
+        self.procs: dict[str, subprocess.Popen[str]] = {}
+        self.stop_event = threading.Event()
+        self._lock = threading.Lock()
+        self._readers: list[threading.Thread] = []
+        self._width = max(len(n) for n in names)
+
+    # -- output ----------------------------------------------------------------------
+
+    def say(self, name: str, line: str) -> None:
+        with self._lock:
+            self.out.write(f"{name:<{self._width}} | {line.rstrip()}\n")
+            self.out.flush()
+
+    def _pump(self, name: str, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.say(name, line)
+
+    # -- control ---------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to stop every process and return (thread- and signal-safe)."""
+        self.stop_event.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_event.is_set()
+
+    def _signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.request_stop()
+
+    def run(self) -> int:
+        """Run until a signal or :meth:`request_stop` (returns 0) or until a process
+        exits on its own (returns its exit code, or 1 if it exited 0)."""
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, self._signal)
+        try:
+            return self._run()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _run(self) -> int:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        try:
+            for spec in self.specs:
+                if self.stopping:
+                    break
+                proc = subprocess.Popen(
+                    list(spec.argv),
+                    env={**env, **spec.env},
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    errors="replace",
+                    bufsize=1,
+                    start_new_session=True,
+                    # Safe here: the output threads start only after every fork.
+                    preexec_fn=_die_with_parent,
+                )
+                self.procs[spec.name] = proc
+                self.say(spec.name, f"started (pid {proc.pid}): {' '.join(spec.argv)}")
+            for name, proc in self.procs.items():
+                reader = threading.Thread(target=self._pump, args=(name, proc), daemon=True)
+                reader.start()
+                self._readers.append(reader)
+            if self.on_started is not None and not self.stopping:
+                self.on_started(self)
+            code = self._watch()
+        finally:
+            self._shutdown()
+        return code
+
+    def _watch(self) -> int:
+        while not self.stop_event.wait(0.2):
+            for name, proc in self.procs.items():
+                rc = proc.poll()
+                if rc is not None:
+                    self.say(name, f"exited with code {rc}; stopping the others")
+                    return rc if rc > 0 else 1
+        return 0
+
+    def _shutdown(self) -> None:
+        alive = {n: p for n, p in self.procs.items() if p.poll() is None}
+        for name, proc in alive.items():
+            self.say(name, "stopping (SIGTERM)")
+            self._killpg(proc, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout
+        for name, proc in alive.items():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say(name, f"still running after {self.stop_timeout:.0f} s; SIGKILL")
+                self._killpg(proc, signal.SIGKILL)
+                proc.wait()
+        # A master that exited may leave children in its group (a prefork pool process
+        # mid-task); they belong to nobody now, so they go too.
+        for proc in self.procs.values():
+            self._killpg(proc, signal.SIGKILL)
+        for reader in self._readers:
+            reader.join(timeout=2)
+        for name, proc in self.procs.items():
+            if name in alive:
+                self.say(name, f"stopped (code {proc.returncode})")
+
+    @staticmethod
+    def _killpg(proc: subprocess.Popen[str], signum: int) -> None:
+        # start_new_session made each child the leader of a group with its own pid.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signum)
+
+
+def wait_http_ok(url: str, *, timeout: float, stop: threading.Event | None = None) -> bool:
+    """Poll ``url`` until it answers 200 (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(0.3)
+    return False
