@@ -54,3 +54,154 @@ class Channel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ChannelCode(models.Model):
+    """A channel code: a WeCom "contact way" (联系我) whose ``state`` names where a
+    customer came from. A customer who adds a staff member through it is attributed to
+    ``channel``; a referral code also carries the referring customer (fission).
+    """
+
+    channel = models.ForeignKey(
+        Channel, on_delete=models.PROTECT, related_name="codes", verbose_name=_("channel")
+    )
+    name = models.CharField(_("name"), max_length=128)
+    # WeCom caps state at 30 characters (WECOM.md §1.7); unique so attribution is exact.
+    state = models.CharField(_("state"), max_length=30, unique=True)
+    staff = models.ManyToManyField(
+        "customers.Staff", related_name="channel_codes", verbose_name=_("staff")
+    )
+    skip_verify = models.BooleanField(_("add without verification"), default=True)
+    welcome_text = models.TextField(_("welcome message"), blank=True, max_length=4000)
+    welcome_attachments = models.JSONField(_("welcome attachments"), default=list, blank=True)
+    auto_tags = models.ManyToManyField(
+        "customers.Tag", blank=True, related_name="+", verbose_name=_("tags added on join")
+    )
+    referrer = models.ForeignKey(
+        "customers.Customer",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="referral_codes",
+        verbose_name=_("referring customer"),
+    )
+    config_id = models.CharField(
+        _("WeCom config_id"), max_length=64, null=True, blank=True, unique=True
+    )
+    qr_code = models.URLField(_("QR code URL"), max_length=500, blank=True)
+    is_active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("channel code")
+        verbose_name_plural = _("channel codes")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.state})"
+
+
+class SyncStatus(models.TextChoices):
+    RUNNING = "running", _("Running")
+    SUCCEEDED = "succeeded", _("Succeeded")
+    FAILED = "failed", _("Failed")
+
+
+class SyncRun(models.Model):
+    """One full sync of WeCom contacts, with its checkpoint so a killed worker resumes
+    where it stopped, and the figures operators read to trust the sync."""
+
+    status = models.CharField(
+        _("status"), max_length=16, choices=SyncStatus.choices, default=SyncStatus.RUNNING
+    )
+    started_at = models.DateTimeField(_("started at"), default=timezone.now)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    heartbeat_at = models.DateTimeField(_("last progress"), default=timezone.now)
+    #: Where to resume: {"phase": ..., "batch": int, "cursor": str}.
+    checkpoint = models.JSONField(_("checkpoint"), default=dict, blank=True)
+    pages = models.PositiveIntegerField(_("pages"), default=0)
+    http_calls = models.PositiveIntegerField(_("HTTP calls"), default=0)
+    relationships = models.PositiveIntegerField(_("relationships read"), default=0)
+    created = models.PositiveIntegerField(_("rows created"), default=0)
+    updated = models.PositiveIntegerField(_("rows updated"), default=0)
+    deleted = models.PositiveIntegerField(_("follows deleted"), default=0)
+    errors = models.JSONField(_("errors"), default=list, blank=True)
+    wecom_follows = models.PositiveIntegerField(_("WeCom follows"), null=True, blank=True)
+    active_follows = models.PositiveIntegerField(_("our active follows"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        verbose_name = _("sync run")
+        verbose_name_plural = _("sync runs")
+        constraints = [
+            # At most one running sync: two would fight over the same checkpoint.
+            models.UniqueConstraint(
+                fields=["status"],
+                condition=Q(status="running"),
+                name="syncrun_single_running",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"sync #{self.pk} {self.status}"
+
+    @property
+    def in_step(self) -> bool | None:
+        """Whether our active follows equal WeCom's at the end of the run."""
+        if self.wecom_follows is None or self.active_follows is None:
+            return None
+        return self.wecom_follows == self.active_follows
+
+
+class SyncSeenFollow(models.Model):
+    """Scratch: follows a sync run has seen in WeCom, so that the follows it did not see
+    are marked deleted only after a complete pass, even across a resume."""
+
+    pk = models.CompositePrimaryKey("run_id", "follow_id")
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="+")
+    follow = models.ForeignKey("customers.Follow", on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        verbose_name = _("seen follow")
+        verbose_name_plural = _("seen follows")
+
+    def __str__(self) -> str:
+        return f"{self.run_id}:{self.follow_id}"
+
+
+class EventStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    PROCESSING = "processing", _("Processing")
+    DONE = "done", _("Done")
+    FAILED = "failed", _("Failed")
+    IGNORED = "ignored", _("Ignored")
+
+
+class WeComEvent(models.Model):
+    """A callback event received from WeCom, recorded before it is processed.
+
+    WeCom redelivers an event it got no answer for within 5 s, so ``dedupe_key`` is
+    unique: a redelivered event is recorded once and processed once.
+    """
+
+    dedupe_key = models.CharField(_("dedupe key"), max_length=255, unique=True)
+    event = models.CharField(_("event"), max_length=64)
+    change_type = models.CharField(_("change type"), max_length=64, blank=True)
+    payload = models.JSONField(_("payload"), default=dict)
+    status = models.CharField(
+        _("status"), max_length=16, choices=EventStatus.choices, default=EventStatus.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    error = models.TextField(_("error"), blank=True)
+    received_at = models.DateTimeField(_("received at"), default=timezone.now)
+    processed_at = models.DateTimeField(_("processed at"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        verbose_name = _("WeCom event")
+        verbose_name_plural = _("WeCom events")
+        indexes = [models.Index(fields=["status", "received_at"], name="wecomevent_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.event}/{self.change_type} #{self.pk}"

@@ -301,6 +301,12 @@ WECOM_CORP_ID = os.environ.get("WECOM_CORP_ID", "wwdemocorp0000001")
 WECOM_SECRET = os.environ.get("WECOM_SECRET", "demo-contact-secret-0000000000000000000000")
 WECOM_TOKEN = os.environ.get("WECOM_TOKEN", "demotoken")
 WECOM_AES_KEY = os.environ.get("WECOM_AES_KEY", "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C")
+# Client-side limits per API path (WECOM.md §1.14: 10,000/min and 150,000/h per corp,
+# at most 5 concurrent calls on some APIs), and the HTTP timeout in seconds.
+WECOM_RATE_PER_MINUTE = env_int("WECOM_RATE_PER_MINUTE", 10_000, minimum=1)
+WECOM_RATE_PER_HOUR = env_int("WECOM_RATE_PER_HOUR", 150_000, minimum=1)
+WECOM_MAX_IN_FLIGHT = env_int("WECOM_MAX_IN_FLIGHT", 5, minimum=1)
+WECOM_TIMEOUT = env_int("WECOM_TIMEOUT", 10, minimum=1)
 if len(WECOM_AES_KEY) != 43:
     raise ImproperlyConfigured("WECOM_AES_KEY must be the 43-character EncodingAESKey from WeCom.")
 
