@@ -158,10 +158,42 @@ def tag_group_visible_qs(user: Any) -> QuerySet[TagGroup]:
 
 def customer_timeline(customer: Customer, *, limit: int = 100) -> list[Activity]:
     return list(
-        Activity.objects.filter(customer=customer).select_related("staff").order_by(
-            "-occurred_at", "-id"
-        )[:limit]
+        Activity.objects.filter(customer=customer)
+        .select_related("staff")
+        .order_by("-occurred_at", "-id")[:limit]
     )
+
+
+def customer_orders(customer: Customer, *, limit: int = 50) -> list[Order]:
+    """The customer's latest orders, newest first, bounded for a detail page."""
+    return list(
+        Order.objects.filter(customer=customer)
+        .select_related("store")
+        .order_by("-paid_at", "-id")[:limit]
+    )
+
+
+def customer_notes(customer: Customer, *, limit: int = 50) -> list[Note]:
+    """The customer's latest notes with their authors, newest first, bounded."""
+    return list(
+        Note.objects.filter(customer=customer)
+        .select_related("author")
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+def channel_options(user: Any) -> list[tuple[int, str]]:
+    """(id, name) of every channel, for a filter's choices.
+
+    Channels are corp-wide vocabulary like tags, so anyone with a role may read them. The
+    model is reached through ``Customer.source_channel`` so that ``customers`` still
+    imports nothing from ``channels``.
+    """
+    if role_of(user) is None:
+        return []
+    channel_model = Customer._meta.get_field("source_channel").related_model
+    assert channel_model is not None and not isinstance(channel_model, str)
+    return list(channel_model._default_manager.order_by("name", "pk").values_list("pk", "name"))
 
 
 # --- One access helper per model, and bulk look-ups for imports -------------------------
