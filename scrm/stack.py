@@ -7,7 +7,8 @@ simulator, say) is one more entry. The supervisor:
 * starts every process in its own session, so that Ctrl-C reaches only the supervisor,
   which then stops the children in order instead of all of them dying at once mid-write;
 * prefixes each output line with the process name;
-* on SIGINT/SIGTERM sends SIGTERM to each process group, waits, then SIGKILLs stragglers;
+* on SIGINT/SIGTERM sends SIGTERM to each process, waits, then SIGKILLs what is left of
+  its process group;
 * when one process dies on its own, stops the others and exits non-zero, so a broken
   worker is never hidden behind a web server that still answers.
 """
@@ -53,6 +54,9 @@ def default_processes(
                 "--workers", str(web_workers),
                 "--access-logfile", "-",
                 "--graceful-timeout", "10",
+                # The default control socket is one path per user (~/.gunicorn): two
+                # stacks, or the test suite's, would take it from each other.
+                "--no-control-socket",
             ],
         ),
         # prefork with two children: one slow task does not hold up the others. SQLite in
@@ -188,8 +192,11 @@ class Stack:
     def _shutdown(self) -> None:
         alive = {n: p for n, p in self.procs.items() if p.poll() is None}
         for name, proc in alive.items():
+            # Only the master: gunicorn and Celery stop their own children gracefully
+            # (finishing the request or task in hand), which a group-wide TERM would cut.
             self.say(name, "stopping (SIGTERM)")
-            self._killpg(proc, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout
         for name, proc in alive.items():
             try:
