@@ -23,7 +23,6 @@ from django.http import Http404
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django_filters import OrderingFilter
-from drf_spectacular.openapi import AutoSchema
 from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
@@ -255,43 +254,3 @@ class VisiblePrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
             self.fail("does_not_exist", pk_value=data)
         result: Model = super().to_internal_value(data)
         return result
-
-
-# --- Schema ----------------------------------------------------------------------------
-
-
-class ErrorDetailSerializer(serializers.Serializer):
-    code = serializers.CharField(help_text="Stable machine code: invalid, not_found, ...")
-    message = serializers.CharField(help_text="A sentence for a person.")
-    # The metaclass moves declared fields off the class, so this does not shadow .fields.
-    fields = serializers.DictField(  # type: ignore[assignment]
-        child=serializers.ListField(child=serializers.CharField()),
-        required=False,
-        help_text="Field name -> messages.",
-    )
-    rows = serializers.ListField(
-        child=serializers.DictField(),
-        required=False,
-        help_text='Bulk bodies: [{"row": 0-based index, "fields": {...}}].',
-    )
-
-
-class ErrorSerializer(serializers.Serializer):
-    error = ErrorDetailSerializer()
-
-
-class ScrmAutoSchema(AutoSchema):
-    """Documents the one error shape on every operation, next to its success answer."""
-
-    def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
-        responses: dict[str, Any] = super()._get_response_bodies(direction)
-        codes = ["401", "403"]
-        if self.method != "GET" or self._is_list_view():
-            codes.append("400")
-        if "{" in self.path:
-            codes.append("404")
-        for code in codes:
-            responses.setdefault(
-                code, self._get_response_for_code(ErrorSerializer, code, direction=direction)
-            )
-        return responses

@@ -1,1 +1,31 @@
-urlpatterns: list = []
+"""REST API v1 (mounted at /api/v1/). Resources and their rules: see each viewset, and
+the OpenAPI document at /api/schema/ (browsable at /api/docs/)."""
+
+from rest_framework.routers import DefaultRouter
+
+from channels.api import ChannelViewSet
+from customers.api import (
+    ActivityViewSet,
+    CustomerViewSet,
+    NoteViewSet,
+    OrderViewSet,
+    StaffViewSet,
+    StoreViewSet,
+    TagGroupViewSet,
+    TagViewSet,
+)
+
+app_name = "api"
+
+router = DefaultRouter()
+router.register("customers", CustomerViewSet, basename="customer")
+router.register("orders", OrderViewSet, basename="order")
+router.register("activities", ActivityViewSet, basename="activity")
+router.register("notes", NoteViewSet, basename="note")
+router.register("tags", TagViewSet, basename="tag")
+router.register("tag-groups", TagGroupViewSet, basename="tag-group")
+router.register("staff", StaffViewSet, basename="staff")
+router.register("stores", StoreViewSet, basename="store")
+router.register("channels", ChannelViewSet, basename="channel")
+
+urlpatterns = router.urls
