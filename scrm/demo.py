@@ -39,6 +39,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from channels import services as channel_services
 from channels.models import Channel, ChannelKind
 from customers import services as customer_services
 from customers.models import (
@@ -663,17 +664,12 @@ def _demo_user(username: str, name: str, password_hash: str, *, operator: bool) 
 
 
 def _channel_upsert(spec: ChannelSpec) -> tuple[Channel, str]:
-    # channels has no write service yet (the API work adds channels.services); until it
-    # does, this is the one place that writes channels, keyed by their unique name.
+    """Channels are keyed by their unique name; channels.services has create and update."""
     data = {"kind": spec.kind, "cost": spec.cost, "description": spec.description}
     channel = Channel.objects.filter(name=spec.name).first()
     if channel is None:
-        return Channel.objects.create(name=spec.name, **data), "created"
-    changed = [k for k, v in data.items() if getattr(channel, k) != v]
-    for key in changed:
-        setattr(channel, key, data[key])
-    if changed:
-        channel.save(update_fields=[*changed, "updated_at"])
+        return channel_services.channel_create(data={"name": spec.name, **data}), "created"
+    changed = channel_services.channel_update(channel=channel, data=data)
     return channel, ("updated" if changed else "unchanged")
 
 

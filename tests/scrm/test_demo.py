@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.db.models import Max
-from pytest_django.fixtures import SettingsWrapper
+from django.test import override_settings
 from rest_framework.authtoken.models import Token
 
 from channels.models import ChannelKind
@@ -141,10 +141,8 @@ def test_seed_demo_command_prints_the_logins_and_the_token() -> None:
 
 
 @pytest.mark.django_db
-def test_seed_demo_refuses_to_run_with_debug_off(settings: SettingsWrapper) -> None:
-    settings.DEBUG = False
-
-    with pytest.raises(CommandError, match="published password"):
+def test_seed_demo_refuses_to_run_with_debug_off() -> None:
+    with override_settings(DEBUG=False), pytest.raises(CommandError, match="published password"):
         call_command("seed_demo", customers=5, stdout=StringIO())
 
     assert not Customer.objects.exists()
