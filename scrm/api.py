@@ -10,8 +10,9 @@ and bulk endpoints add ``"rows": [{"row": 3, "fields": {...}}]``. Clients branch
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ from django.utils.dateparse import parse_datetime
 from django_filters import OrderingFilter
 from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -50,6 +52,19 @@ class DefaultCursorPagination(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
     ordering = "-id"
+
+    def paginate_queryset(
+        self, queryset: QuerySet[Any], request: Request, view: Any = None
+    ) -> list[Any] | None:
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except (ValueError, TypeError, OverflowError, DjangoValidationError):
+            # A forged cursor whose position does not fit the ordering field ("abc" for
+            # an id, a NUL byte PostgreSQL refuses) fails while filtering: still a bad
+            # cursor, not a 500.
+            if request.query_params.get(self.cursor_query_param):
+                raise exceptions.NotFound(self.invalid_cursor_message) from None
+            raise
 
     def get_ordering(self, request: Request, queryset: QuerySet[Any], view: Any) -> tuple[str, ...]:
         ordering = _filterset_ordering(request, view) or tuple(
@@ -166,6 +181,36 @@ class RowsInvalid(exceptions.ValidationError):
 
     def __init__(self, message: str, rows: list[dict[str, Any]]) -> None:
         self.detail = {"message": message, "rows": rows}  # type: ignore[dict-item]
+
+
+# --- Parsing ---------------------------------------------------------------------------
+
+
+class StrictJSONParser(JSONParser):
+    """JSON, refusing with a 400 what would otherwise fail later with a 500: nesting deep
+    enough to exhaust the recursion limit, and lone surrogates ("\\ud800"), which no
+    database can store as UTF-8."""
+
+    def parse(
+        self,
+        stream: Any,
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> Any:
+        try:
+            data = super().parse(stream, media_type, parser_context)
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply.") from None
+        except UnicodeEncodeError:
+            raise exceptions.ParseError(
+                "JSON parse error - invalid unicode (a lone surrogate)."
+            ) from None
+        return data
+
+
+#: The parsers of every API v1 view (JSON first; forms for quick curl calls).
+API_PARSERS = [StrictJSONParser, FormParser, MultiPartParser]
 
 
 # --- Permissions -----------------------------------------------------------------------

@@ -7,15 +7,48 @@ cannot import viewsets or drf-spectacular's AutoSchema itself.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, TypeVar
 
-from django.db.models import Model
+from django.db.models import Model, QuerySet
+from django_filters import NumberFilter
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import serializers, viewsets
+from rest_framework.request import Request
 
-from scrm.api import HasRole
+from scrm.api import API_PARSERS, MAX_ID, HasRole
 
 _M = TypeVar("_M", bound=Model)
+
+
+# --- Filtering -------------------------------------------------------------------------
+
+
+class ApiFilterBackend(DjangoFilterBackend):
+    """django-filter, plus a bound on numeric filters.
+
+    A NumberFilter on an id (``?customer=1e30``) passes a Decimal that the database
+    driver cannot convert (SQLite's OverflowError, PostgreSQL's "bigint out of range"):
+    refuse it as a 400 naming the parameter instead.
+    """
+
+    def filter_queryset(self, request: Request, queryset: QuerySet[Any], view: Any) -> Any:
+        filterset = self.get_filterset(request, queryset, view)
+        if filterset is None:
+            return queryset
+        if not filterset.is_valid():
+            return super().filter_queryset(request, queryset, view)  # raises the 400
+        errors = {
+            name: [f"Enter a number between -{MAX_ID} and {MAX_ID}."]
+            for name, filter_ in filterset.filters.items()
+            if isinstance(filter_, NumberFilter)
+            and isinstance(value := filterset.form.cleaned_data.get(name), Decimal)
+            and abs(value) > MAX_ID
+        }
+        if errors:
+            raise serializers.ValidationError(errors)
+        return filterset.qs
 
 
 # --- Schema ----------------------------------------------------------------------------
@@ -66,6 +99,8 @@ class ScrmViewSet(viewsets.GenericViewSet[_M]):
     """
 
     schema = ScrmAutoSchema()
+    parser_classes = API_PARSERS
+    filter_backends = [ApiFilterBackend]
     permission_classes = [HasRole]
     #: The cursor order when the request's FilterSet asks for none (an id tiebreak is added).
     cursor_ordering: tuple[str, ...] = ("-id",)

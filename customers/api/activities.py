@@ -83,9 +83,13 @@ class ActivityRowSerializer(CustomerRefSerializer):
 
     def validate_payload(self, value: dict[str, Any]) -> dict[str, Any]:
         try:
-            size = len(json.dumps(value, allow_nan=False, ensure_ascii=False).encode())
+            text = json.dumps(value, allow_nan=False, ensure_ascii=False)
         except ValueError:
             raise serializers.ValidationError("NaN and Infinity are not JSON.") from None
+        if "\\u0000" in text:
+            # PostgreSQL's jsonb cannot store a NUL character.
+            raise serializers.ValidationError("Text may not contain NUL characters.")
+        size = len(text.encode())
         if size > MAX_PAYLOAD_BYTES:
             raise serializers.ValidationError(f"At most {MAX_PAYLOAD_BYTES} bytes as JSON.")
         return value

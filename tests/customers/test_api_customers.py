@@ -234,9 +234,7 @@ def test_unknown_related_ids_are_field_errors(api_client: APIClient) -> None:
 
 def test_source_channel_is_settable(api_client: APIClient) -> None:
     channel = ChannelFactory()
-    response = api_client.post(
-        LIST, {"name": "x", "source_channel": channel.pk}, format="json"
-    )
+    response = api_client.post(LIST, {"name": "x", "source_channel": channel.pk}, format="json")
     assert response.status_code == 201
     assert response.json()["source_channel"] == channel.pk
 

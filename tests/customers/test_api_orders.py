@@ -34,7 +34,7 @@ def order_row(n: int, **overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def ten_customers(db: Any) -> list[Customer]:
+def ten_customers(db: Any) -> list[Any]:
     return [CustomerFactory(external_id=f"c-{i}") for i in range(10)]
 
 
@@ -42,7 +42,7 @@ def ten_customers(db: Any) -> list[Customer]:
 
 
 @pytest.fixture
-def orders(world: World) -> dict[str, Order]:
+def orders(world: World) -> dict[str, Any]:
     return {
         "a": OrderFactory(customer=world.customer_a, external_id="oa"),
         "a2": OrderFactory(customer=world.customer_a2, external_id="oa2"),
@@ -271,7 +271,7 @@ def test_bulk_with_a_malformed_row_stores_nothing_and_names_it(
 def test_bulk_reports_every_bad_row_of_both_passes(
     api_client: APIClient, ten_customers: list[Customer]
 ) -> None:
-    rows = [order_row(n) for n in range(5)]
+    rows: list[Any] = [order_row(n) for n in range(5)]
     rows[1]["customer_external_id"] = "nobody"
     rows[3] = "not an object"
     rows[4]["paid_at"] = "2024-05-01"

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -45,6 +46,7 @@ class Command(BaseCommand):
                     f"No user named {username!r}. Pass --create to create it as an API client."
                 )
             try:
+                UnicodeUsernameValidator()(username)
                 _created, token = api_client_create(username=username)
             except ValidationError as exc:
                 raise CommandError("; ".join(exc.messages)) from None
