@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from django import forms
 from django.utils.translation import gettext_lazy as _
@@ -27,6 +28,11 @@ class NoteForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
     )
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Labels sit above the inputs, so no trailing colon.
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)
+
 
 def dress_filter_form(form: forms.Form, *, channel_choices: Iterable[tuple[int, str]]) -> None:
     """Adapt CustomerFilter's form for people: "Any" instead of dashes, a channel menu
@@ -42,6 +48,9 @@ def dress_filter_form(form: forms.Form, *, channel_choices: Iterable[tuple[int, 
         options = [(value, label) for value, label in field.choices if value != ""]  # type: ignore[attr-defined]
         field.empty_label = None  # type: ignore[attr-defined]
         field.choices = [("", _("Any")), *options]  # type: ignore[attr-defined]
+    # Labels sit above the inputs: a trailing colon only adds noise (and reads oddly in
+    # Chinese, which has its own full-width colon).
+    form.label_suffix = ""
     form.fields["channel"].widget = forms.Select(choices=[("", _("Any")), *channel_choices])
     for name in ("acquired_after", "acquired_before"):
         # A plain date means midnight in the configured TIME_ZONE (IsoDateTimeField makes

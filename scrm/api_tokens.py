@@ -35,6 +35,11 @@ class ApiClientCreateForm(forms.Form):
         help_text=_("For example mall or pos. Letters, digits and @ . + - _ only."),
     )
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Labels sit above the inputs, so no trailing colon.
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)
+
 
 def _render(
     request: HttpRequest,

@@ -91,6 +91,11 @@ class DashboardAuthenticationForm(AuthenticationForm):
         ),
     }
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Labels sit above the inputs, so no trailing colon.
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)
+
     def confirm_login_allowed(self, user: Any) -> None:
         super().confirm_login_allowed(user)
         if role_of(user) not in DASHBOARD_ROLES:
