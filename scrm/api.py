@@ -1,4 +1,5 @@
-"""Cross-app API helpers: the one error shape, and cursor pagination.
+"""Cross-app API helpers: the one error shape, cursor pagination, and the parser,
+permissions and fields every app's API shares (the viewset base is in ``scrm.api_views``).
 
 Every API error, whatever raised it, answers::
 
@@ -125,7 +126,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
         exc = exceptions.ValidationError(detail=detail)
     elif isinstance(exc, Http404):
-        exc = exceptions.NotFound()
+        # The selectors' messages ("No such customer.") say what was not found.
+        exc = exceptions.NotFound(str(exc) or None)
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
 

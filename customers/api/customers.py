@@ -253,7 +253,7 @@ class CustomerTagChangeSerializer(serializers.Serializer):
 
 
 class CustomerTagsResultSerializer(serializers.Serializer):
-    changed = serializers.BooleanField(help_text="False when the customer already had it/not.")
+    changed = serializers.BooleanField(help_text="False when nothing changed (already so).")
     tags = CustomerTagSerializer(many=True, help_text="The customer's tags now.")
 
 

@@ -15,9 +15,11 @@ from tests.factories import (
     ChannelFactory,
     CustomerFactory,
     CustomerTagFactory,
+    OrderFactory,
     StoreFactory,
     TagFactory,
     TagGroupFactory,
+    UserFactory,
 )
 
 pytestmark = pytest.mark.django_db
@@ -95,8 +97,6 @@ def test_staff_cannot_filter_by_another_store(world: World) -> None:
 
 
 def test_user_without_role_is_forbidden(db: Any) -> None:
-    from tests.factories import UserFactory
-
     response = api_client_for(UserFactory(username="nobody")).get(LIST)
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "permission_denied"
@@ -334,3 +334,46 @@ def test_tag_change_needs_a_known_tag(api_client: APIClient, world: World) -> No
     assert api_client.post(url, {"tag": 424242}, format="json").status_code == 400
     assert api_client.delete(url).status_code == 400
     assert api_client.delete(f"{url}?tag=abc").status_code == 400
+
+
+# --- The whole matrix: role x customer, on list, detail and orders ---------------------
+
+VISIBLE = {
+    "operator": {"customer_a", "customer_a2", "customer_b"},
+    "integration": {"customer_a", "customer_a2", "customer_b"},
+    "manager_a": {"customer_a", "customer_a2"},
+    "clerk_a": {"customer_a"},
+    "clerk_b": {"customer_b"},
+}
+
+
+def client_as(who: str, world: World, operator_user: Any, integration_user: Any) -> APIClient:
+    users = {
+        "operator": operator_user,
+        "integration": integration_user,
+        "manager_a": world.manager_a.user,
+        "clerk_a": world.clerk_a.user,
+        "clerk_b": world.clerk_b.user,
+    }
+    return api_client_for(users[who])
+
+
+@pytest.mark.parametrize("who", list(VISIBLE))
+def test_each_role_sees_exactly_its_customers_everywhere(
+    who: str, world: World, operator_user: Any, integration_user: Any
+) -> None:
+    customers = {
+        "customer_a": world.customer_a,
+        "customer_a2": world.customer_a2,
+        "customer_b": world.customer_b,
+    }
+    for key, customer in customers.items():
+        OrderFactory(customer=customer, external_id=f"order-{key}")
+    client = client_as(who, world, operator_user, integration_user)
+    listed = {row["id"] for row in client.get(LIST).json()["results"]}
+    assert listed == {customers[k].pk for k in VISIBLE[who]}
+    for key, customer in customers.items():
+        expected = 200 if key in VISIBLE[who] else 404
+        assert client.get(detail(customer.pk)).status_code == expected, (who, key)
+    orders = {row["external_id"] for row in client.get("/api/v1/orders/").json()["results"]}
+    assert orders == {f"order-{k}" for k in VISIBLE[who]}
