@@ -67,3 +67,17 @@ def api_token_revoke(*, user: User) -> bool:
     locked = _lock_api_client(user)
     deleted, _detail = Token.objects.filter(user=locked).delete()
     return deleted > 0
+
+
+@transaction.atomic
+def api_token_issue(*, user: User, rotate: bool = False) -> str:
+    """The user's API token key, created when missing; ``rotate`` replaces the key, so
+    the old one stops working at once.
+
+    Unlike :func:`api_token_rotate` (the dashboard's, for API clients only) this serves
+    any active user, for the ``create_api_token`` command run by an administrator.
+    """
+    if rotate:
+        Token.objects.filter(user=user).delete()
+    token, _created = Token.objects.get_or_create(user=user)
+    return str(token.key)

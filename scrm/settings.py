@@ -9,6 +9,7 @@ instead of at the first request.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zoneinfo
 from pathlib import Path
@@ -249,6 +250,11 @@ STORAGES = {
         )
     },
 }
+if DEBUG:
+    # WhiteNoise warns on every start while STATIC_ROOT is missing; in DEBUG it serves from
+    # the finders anyway, so an empty folder is all it needs.
+    with contextlib.suppress(OSError):
+        STATIC_ROOT.mkdir(exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_MANIFEST_STRICT = False
 
@@ -307,6 +313,8 @@ WECOM_RATE_PER_MINUTE = env_int("WECOM_RATE_PER_MINUTE", 10_000, minimum=1)
 WECOM_RATE_PER_HOUR = env_int("WECOM_RATE_PER_HOUR", 150_000, minimum=1)
 WECOM_MAX_IN_FLIGHT = env_int("WECOM_MAX_IN_FLIGHT", 5, minimum=1)
 WECOM_TIMEOUT = env_int("WECOM_TIMEOUT", 10, minimum=1)
+# A sync whose worker stopped reporting progress this long ago may be resumed by another.
+WECOM_SYNC_LEASE_SECONDS = env_int("WECOM_SYNC_LEASE_SECONDS", 120, minimum=5)
 if len(WECOM_AES_KEY) != 43:
     raise ImproperlyConfigured("WECOM_AES_KEY must be the 43-character EncodingAESKey from WeCom.")
 

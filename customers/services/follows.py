@@ -1,0 +1,92 @@
+"""Follows: which staff member has which customer as a contact, since when, through which
+channel code; ended relationships keep their row with ``deleted_at``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+
+from django.db import transaction
+
+from customers.hooks import Fact, announce
+from customers.models import Activity, Follow
+from customers.services._upsert import UpsertResult, upsert_many
+
+
+@dataclass(frozen=True, kw_only=True)
+class FollowInput:
+    """One validated follow (staff member has the customer as a WeCom contact)."""
+
+    customer_id: int
+    staff_id: int
+    added_at: datetime
+    state: str = ""
+    remark: str = ""
+    description: str = ""
+    add_way: int = 0
+    oper_userid: str = ""
+    remark_mobiles: list[str] = field(default_factory=list)
+    deleted_at: datetime | None = None
+
+
+_FOLLOW_FIELDS = [f.name for f in fields(FollowInput)]
+
+
+@transaction.atomic
+def follows_upsert(*, rows: Sequence[FollowInput]) -> UpsertResult:
+    """Create or update follows by (customer, staff), all or nothing.
+
+    One read of the existing pairs, only differing rows are written, so a replayed sync
+    changes nothing. A later row for the same pair wins.
+    """
+    if not rows:
+        return UpsertResult()
+    keyed = [
+        ((row.customer_id, row.staff_id), {name: getattr(row, name) for name in _FOLLOW_FIELDS})
+        for row in rows
+    ]
+    existing = {
+        (f.customer_id, f.staff_id): f
+        for f in Follow.objects.select_for_update().filter(
+            customer_id__in={row.customer_id for row in rows},
+            staff_id__in={row.staff_id for row in rows},
+        )
+    }
+    result, changed = upsert_many(Follow, rows=keyed, existing=existing)
+    announce({f.customer_id for f in changed}, Fact.FOLLOW)
+    return result
+
+
+@transaction.atomic
+def follows_mark_deleted(*, follow_ids: Sequence[int], at: datetime, source: str) -> int:
+    """End these relationships (keeping their rows) and put it on the timeline."""
+    if not follow_ids:
+        return 0
+    rows = list(
+        Follow.objects.select_for_update()
+        .filter(pk__in=list(follow_ids), deleted_at__isnull=True)
+        .values_list("pk", "customer_id", "staff_id")
+    )
+    if not rows:
+        return 0
+    Follow.objects.filter(pk__in=[pk for pk, _c, _s in rows]).update(deleted_at=at, updated_at=at)
+    stamp = int(at.timestamp())
+    Activity.objects.bulk_create(
+        [
+            Activity(
+                customer_id=customer_id,
+                kind="contact_deleted",
+                occurred_at=at,
+                source=source,
+                staff_id=staff_id,
+                payload={"follow_id": pk},
+                idempotency_key=f"follow:{pk}:deleted:{stamp}",
+            )
+            for pk, customer_id, staff_id in rows
+        ],
+        ignore_conflicts=True,
+        batch_size=1000,
+    )
+    announce({c for _pk, c, _s in rows}, Fact.FOLLOW, Fact.ACTIVITY)
+    return len(rows)
