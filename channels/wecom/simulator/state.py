@@ -179,7 +179,8 @@ class SimState:
     def new_id(self, label: str) -> str:
         """A deterministic fresh id (same seed and same call order, same ids)."""
         self._id_seq += 1
-        return self.dataset.tag_id(f"{label}:{self._id_seq}")
+        # A namespace of its own: "group:1" would collide with the generated groups' ids.
+        return self.dataset.tag_id(f"minted:{label}:{self._id_seq}")
 
     # -- tokens ----------------------------------------------------------------------
 
