@@ -118,6 +118,8 @@ class SyncRun(models.Model):
     started_at = models.DateTimeField(_("started at"), default=timezone.now)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
     heartbeat_at = models.DateTimeField(_("last progress"), default=timezone.now)
+    #: Who is executing the run now; a lease that stopped beating may be taken over.
+    lease_token = models.CharField(_("lease"), max_length=64, blank=True)
     #: Where to resume: {"phase": ..., "batch": int, "cursor": str}.
     checkpoint = models.JSONField(_("checkpoint"), default=dict, blank=True)
     pages = models.PositiveIntegerField(_("pages"), default=0)

@@ -1,0 +1,255 @@
+"""WeCom contact payloads -> our customers, follows and tags.
+
+Both doors by which WeCom contacts arrive use this module: the full sync (pages of
+``batch/get_by_user``) and the callbacks (``externalcontact/get`` after an add or edit
+event). One path means one set of rules: a customer's acquisition time is the earliest
+follow's add time, the first channel code (``state``) seen on the customer is its source
+channel, a referral code sets ``referred_by``, and every follow keeps its own state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import transaction
+
+from channels.models import ChannelCode, SyncSeenFollow
+from customers.models import Follow, Staff, Tag, TagSource
+from customers.services import (
+    ActivityInput,
+    ContactInput,
+    FollowInput,
+    activities_record,
+    contacts_upsert,
+    follow_tags_reconcile,
+    follows_upsert,
+    staff_bulk_ensure,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContactRow:
+    """One (customer, follower) pair as WeCom describes it."""
+
+    external_userid: str
+    name: str
+    avatar: str
+    gender: int
+    unionid: str
+    userid: str
+    added_at: datetime
+    remark: str = ""
+    description: str = ""
+    remark_mobiles: tuple[str, ...] = ()
+    add_way: int = 0
+    state: str = ""
+    oper_userid: str = ""
+    tag_ids: tuple[str, ...] = ()
+
+
+def _int(value: Any, default: int = 0) -> int:
+    # Some real responses send numbers as strings ("gender":"1"); be lenient (WECOM.md §1.5).
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _time(value: Any) -> datetime:
+    return datetime.fromtimestamp(_int(value), tz=UTC)
+
+
+def _row(
+    contact: Mapping[str, Any], follow: Mapping[str, Any], tag_ids: Iterable[str]
+) -> ContactRow:
+    return ContactRow(
+        external_userid=str(contact["external_userid"]),
+        name=str(contact.get("name") or "")[:128],
+        avatar=str(contact.get("avatar") or "")[:500],
+        gender=_int(contact.get("gender")) if _int(contact.get("gender")) in (0, 1, 2) else 0,
+        unionid=str(contact.get("unionid") or "")[:64],
+        userid=str(follow["userid"]),
+        added_at=_time(follow.get("createtime")),
+        remark=str(follow.get("remark") or "")[:128],
+        description=str(follow.get("description") or "")[:255],
+        remark_mobiles=tuple(str(m) for m in follow.get("remark_mobiles") or ()),
+        add_way=_int(follow.get("add_way")),
+        state=str(follow.get("state") or "")[:64],
+        oper_userid=str(follow.get("oper_userid") or "")[:64],
+        tag_ids=tuple(sorted({str(t) for t in tag_ids if t})),
+    )
+
+
+def rows_from_batch(page: Mapping[str, Any]) -> list[ContactRow]:
+    """Rows of one ``batch/get_by_user`` page (tags come as ``tag_id`` only)."""
+    rows = []
+    for item in page.get("external_contact_list") or ():
+        follow = item.get("follow_info") or {}
+        contact = item.get("external_contact") or {}
+        if not contact.get("external_userid") or not follow.get("userid"):
+            logger.warning("skipping a batch row without ids: %r", item)
+            continue
+        rows.append(_row(contact, follow, follow.get("tag_id") or ()))
+    return rows
+
+
+def rows_from_contact(detail: Mapping[str, Any]) -> list[ContactRow]:
+    """Rows of one ``externalcontact/get`` answer: one per follower. Personal tags (type 2)
+    have no id and are not corp tags, so they are left out, as batch/get_by_user does."""
+    contact = detail.get("external_contact") or {}
+    if not contact.get("external_userid"):
+        return []
+    rows = []
+    for follow in detail.get("follow_user") or ():
+        if not follow.get("userid"):
+            continue
+        tags = [t.get("tag_id") for t in follow.get("tags") or () if _int(t.get("type")) != 2]
+        rows.append(_row(contact, follow, [t for t in tags if t]))
+    return rows
+
+
+@dataclass
+class Directory:
+    """Look-ups a batch of rows needs, loaded once per sync (or per callback)."""
+
+    staff: dict[str, int] = field(default_factory=dict)
+    tags: dict[str, int] = field(default_factory=dict)
+    #: state -> (channel_id, referrer customer_id or None)
+    codes: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls) -> Directory:
+        staff = Staff.objects.exclude(wecom_userid=None).values_list("wecom_userid", "id")
+        tags = Tag.objects.exclude(wecom_tag_id=None).values_list("wecom_tag_id", "id")
+        codes = ChannelCode.objects.values_list("state", "channel_id", "referrer_id")
+        return cls(
+            staff={userid: pk for userid, pk in staff if userid},
+            tags={tag_id: pk for tag_id, pk in tags if tag_id},
+            codes={state: (channel_id, referrer_id) for state, channel_id, referrer_id in codes},
+        )
+
+    def ensure_staff(self, userids: Iterable[str]) -> None:
+        missing = {u for u in userids if u not in self.staff}
+        if missing:
+            self.staff.update(staff_bulk_ensure(wecom_userids=sorted(missing)))
+
+
+@dataclass
+class ApplyResult:
+    relationships: int = 0
+    created: int = 0
+    updated: int = 0
+    follow_ids: list[int] = field(default_factory=list)
+
+
+def _contact_inputs(rows: Sequence[ContactRow], directory: Directory) -> list[ContactInput]:
+    by_customer: dict[str, list[ContactRow]] = defaultdict(list)
+    for row in rows:
+        by_customer[row.external_userid].append(row)
+    inputs = []
+    for external_userid, group in by_customer.items():
+        group.sort(key=lambda r: r.added_at)
+        first = group[0]
+        # First touch: the earliest follow that came through a known channel code.
+        code = next((directory.codes[r.state] for r in group if r.state in directory.codes), None)
+        last = group[-1]
+        inputs.append(
+            ContactInput(
+                external_userid=external_userid,
+                name=last.name,
+                avatar=last.avatar,
+                gender=last.gender,
+                unionid=last.unionid,
+                acquired_at=first.added_at,
+                source_channel_id=code[0] if code else None,
+                referred_by_id=code[1] if code else None,
+            )
+        )
+    return inputs
+
+
+@transaction.atomic
+def contacts_apply(
+    *, rows: Sequence[ContactRow], directory: Directory, run_id: int | None = None
+) -> ApplyResult:
+    """Write a batch of (customer, follower) rows: customers, follows, tags, timeline.
+
+    Idempotent: applying the same rows again writes nothing. With ``run_id``, the follows
+    are also recorded as seen by that sync run (for the deletion sweep after the pass).
+    """
+    result = ApplyResult(relationships=len(rows))
+    if not rows:
+        return result
+    directory.ensure_staff(r.userid for r in rows)
+    customers = contacts_upsert(rows=_contact_inputs(rows, directory))
+    customer_ids = customers.by_key
+    result.created += customers.created
+    result.updated += customers.updated
+
+    pairs = [(customer_ids[r.external_userid], directory.staff[r.userid]) for r in rows]
+    revived = set(
+        Follow.objects.filter(
+            customer_id__in={c for c, _ in pairs},
+            staff_id__in={s for _, s in pairs},
+            deleted_at__isnull=False,
+        ).values_list("customer_id", "staff_id")
+    )
+    follows = follows_upsert(
+        rows=[
+            FollowInput(
+                customer_id=customer_id,
+                staff_id=staff_id,
+                added_at=r.added_at,
+                state=r.state,
+                remark=r.remark,
+                description=r.description,
+                remark_mobiles=list(r.remark_mobiles),
+                add_way=r.add_way,
+                oper_userid=r.oper_userid,
+                deleted_at=None,
+            )
+            for r, (customer_id, staff_id) in zip(rows, pairs, strict=True)
+        ]
+    )
+    result.created += follows.created
+    result.updated += follows.updated
+    result.follow_ids = follows.ids
+
+    # The timeline gets an "added" event for a follow we did not know, or one that came
+    # back after a deletion; the key makes the callback and the sync agree on it.
+    added = [
+        ActivityInput(
+            customer_id=customer_id,
+            kind="contact_added",
+            occurred_at=r.added_at,
+            source="wecom",
+            staff_id=staff_id,
+            payload={"userid": r.userid, "state": r.state, "add_way": r.add_way},
+            idempotency_key=f"follow:{follow_id}:added:{int(r.added_at.timestamp())}",
+        )
+        for r, (customer_id, staff_id), follow_id, outcome in zip(
+            rows, pairs, follows.ids, follows.outcomes, strict=True
+        )
+        if outcome == "created" or (customer_id, staff_id) in revived
+    ]
+    activities_record(rows=added)
+
+    wanted: dict[tuple[int, int], set[int]] = {}
+    for r, pair in zip(rows, pairs, strict=True):
+        wanted[pair] = {directory.tags[t] for t in r.tag_ids if t in directory.tags}
+    follow_tags_reconcile(wanted=wanted, source=TagSource.WECOM)
+
+    if run_id is not None:
+        SyncSeenFollow.objects.bulk_create(
+            [SyncSeenFollow(run_id=run_id, follow_id=fid) for fid in set(follows.ids)],
+            ignore_conflicts=True,
+            batch_size=1000,
+        )
+    return result
