@@ -12,9 +12,8 @@ from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from scrm.services import api_token_issue
 from scrm.roles import role_of
-from scrm.services import api_client_create
+from scrm.services import api_client_create, api_token_issue
 
 
 class Command(BaseCommand):
