@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from channels.wecom.simulator import api, api_business, api_misc
-from channels.wecom.simulator.api import Request, Route
+from channels.wecom.simulator.api import RawJSON, Request, Route
 from channels.wecom.simulator.errors import ApiError, error_body
 from channels.wecom.simulator.images import avatar_png, qr_png
 
@@ -172,7 +172,15 @@ class SimRequestHandler(BaseHTTPRequestHandler):
             self._send_json(error_body(-1, name, "simulator error", ip))
             return
         state.count(name, 0)
-        self._send_json({"errcode": 0, "errmsg": "ok", **payload})
+        if isinstance(payload, RawJSON):
+            self._send(200, payload.encode("utf-8"), JSON_TYPE)
+        else:
+            self._send_json({"errcode": 0, "errmsg": "ok", **payload})
+        if req.after is not None:
+            try:
+                req.after()
+            except Exception:  # a failed prefetch only costs the next request its shortcut
+                logger.error("simulator after-hook failed\n%s", traceback.format_exc())
 
     # -- OAuth -----------------------------------------------------------------------
 

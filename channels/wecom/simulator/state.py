@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 from array import array
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,6 +130,10 @@ class SimState:
         self.groupmsg_auto_confirm = True
         #: Seconds mark_tag holds a customer "in flight"; tests raise it to provoke 45033.
         self.mark_tag_hold = 0.0
+        #: Bumped by every change a batch page could show; prefetched pages keep the
+        #: version they were rendered at and are served only while it is current.
+        self.version = 0
+        self.page_cache: OrderedDict[tuple[Any, ...], tuple[Any, ...]] = OrderedDict()
         self.tokens: dict[str, float] = {}
         self.current_token: str | None = None
         self.tickets: dict[str, tuple[str, float]] = {}
@@ -145,6 +149,7 @@ class SimState:
         """Back to the generated corp; tokens survive (clients keep working)."""
         ds = self.dataset
         with self.lock:
+            self.bump()
             self.added: dict[int, array[int]] = {}
             self.extra_followers: dict[int, list[int]] = {}
             self.deleted: set[tuple[int, int]] = set()
@@ -175,6 +180,11 @@ class SimState:
             self.rules = []
             self.calls.clear()
             self.errors.clear()
+
+    def bump(self) -> None:
+        with self.lock:
+            self.version += 1
+            self.page_cache.clear()
 
     def new_id(self, label: str) -> str:
         """A deterministic fresh id (same seed and same call order, same ids)."""
@@ -323,6 +333,7 @@ class SimState:
     ) -> int:
         """A customer who was not in the generated data (a new scan, say)."""
         with self.lock:
+            self.bump()
             i = self.next_contact
             self.next_contact += 1
             if external_userid:
@@ -342,6 +353,7 @@ class SimState:
 
     def add_follow(self, i: int, s: int, data: FollowData) -> None:
         with self.lock:
+            self.bump()
             self.follow_over[(i, s)] = data
             if (i, s) in self.deleted:
                 # Re-adding keeps the old slot in the paging order.
@@ -359,10 +371,12 @@ class SimState:
             # Tombstone rather than remove: cursors are offsets into the follow lists,
             # and deleting from the middle would make a paging client skip rows.
             self.deleted.add((i, s))
+            self.bump()
             return True
 
     def edit_follow(self, i: int, s: int, **changes: Any) -> FollowData:
         with self.lock:
+            self.bump()
             fd = dataclasses.replace(self.follow_data(i, s), **changes)
             self.follow_over[(i, s)] = fd
             return fd

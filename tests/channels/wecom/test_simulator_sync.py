@@ -290,3 +290,45 @@ def test_mutations_show_up_in_paging_and_reset_restores(sim, client) -> None:
     assert new_row["follow_info"]["state"] == "live_618"
     sim.reset()
     assert set(sim.relationships()) == before
+
+
+def test_batch_text_fast_path_equals_the_dict_path(sim) -> None:
+    from channels.wecom.simulator.api import follow_info
+
+    st, ds = sim.state, sim.dataset
+    base = st.public_base + "avatar/"
+    for eid, userid in list(sim.relationships())[:300]:
+        i, s = st.contact_index(eid), ds.user_index[userid]
+        fast = json.loads(ds.batch_row_text(i, s, base, None))
+        contact = ds.contact(i, base)
+        slow = {"external_contact": contact, "follow_info": follow_info(st, ds.follow(i, s))}
+        assert fast == slow
+        assert list(fast["external_contact"]) == list(contact)  # same key order too
+
+
+def test_deleted_tags_vanish_from_batch_rows(sim, client) -> None:
+    rows, _ = page_all(client, sim.dataset.staff_ids)
+    used = [t for r in rows for t in r["follow_info"]["tag_id"]]
+    victim = max(set(used), key=used.count)
+    client.external_contact.del_corp_tag(tag_id=[victim])
+    rows, _ = page_all(client, sim.dataset.staff_ids)
+    assert all(victim not in r["follow_info"]["tag_id"] for r in rows)
+    assert any(r["follow_info"]["tag_id"] for r in rows)
+
+
+def test_prefetched_next_page_is_dropped_when_the_data_changes(sim, client) -> None:
+    userid = sim.dataset.staff_ids[0]
+    body = {"userid_list": [userid], "limit": 10}
+    first = client.post("externalcontact/batch/get_by_user", data=body)
+    for _ in range(100):  # the prefetch runs after the response went out
+        if sim.state.page_cache:
+            break
+        time.sleep(0.01)
+    assert sim.state.page_cache, "the next page was rendered ahead"
+    upcoming = [e for e, u in sim.relationships() if u == userid][10:20]
+    sim.delete_follow(userid, upcoming[0], emit=False)
+    second = client.post(
+        "externalcontact/batch/get_by_user", data={**body, "cursor": first["next_cursor"]}
+    )
+    got = [r["external_contact"]["external_userid"] for r in second["external_contact_list"]]
+    assert upcoming[0] not in got and got[:9] == upcoming[1:10]
