@@ -33,6 +33,11 @@ class Command(BaseCommand):
             "--relationships", type=int, default=None, help="exact (customer, staff) pairs"
         )
         parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument(
+            "--states",
+            default=None,
+            help="comma-separated channel states of the generated follows (each ≤ 30 chars)",
+        )
         parser.add_argument("--corp-id", default=settings.WECOM_CORP_ID)
         parser.add_argument("--secret", default=settings.WECOM_SECRET)
         parser.add_argument("--token", default=settings.WECOM_TOKEN)
@@ -51,6 +56,7 @@ class Command(BaseCommand):
                 staff=opts["staff"],
                 relationships=opts["relationships"],
                 seed=opts["seed"],
+                states=tuple(opts["states"].split(",")) if opts["states"] else None,
                 corp_id=opts["corp_id"],
                 secret=opts["secret"],
                 token=opts["token"],

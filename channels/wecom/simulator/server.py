@@ -135,7 +135,8 @@ class SimRequestHandler(BaseHTTPRequestHandler):
                 return
             if rule.errcode is not None:
                 state.count(name, rule.errcode)
-                self._send_json(error_body(rule.errcode, name, "injected", ip))
+                # Same text as a real one: clients must not be able to tell the difference.
+                self._send_json(error_body(rule.errcode, name, "", ip))
                 return
         route = ROUTES.get(name)
         if route is None:

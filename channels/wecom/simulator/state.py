@@ -339,6 +339,9 @@ class SimState:
             if external_userid:
                 if self.contact_index(external_userid) is not None:
                     raise ValueError(f"external_userid {external_userid} already exists")
+                if self.dataset.codec.decode(external_userid) is not None:
+                    # It would also decode to a future generated index: two ids, one string.
+                    raise ValueError(f"{external_userid} is reserved for generated contacts")
                 self.custom_ids[external_userid] = i
                 self.custom_rev[i] = external_userid
             contact = self.dataset.contact(i, self.public_base + "avatar/")

@@ -237,3 +237,13 @@ def test_management_command_prints_the_base_url_and_stops_on_sigterm(http) -> No
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_custom_external_userids(sim) -> None:
+    added = sim.add_contact("staff0001", external_userid="wmcustom-id-0001", emit=False)
+    contact = sim.contact(added["external_userid"])["external_contact"]
+    assert contact["external_userid"] == "wmcustom-id-0001"
+    assert contact["avatar"].endswith("/avatar/wmcustom-id-0001.png")
+    future = sim.dataset.codec.encode(sim.state.next_contact + 5)
+    with pytest.raises(ValueError):
+        sim.add_contact("staff0001", external_userid=future)
