@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from channels.models import ChannelCode, SyncSeenFollow
 from customers.models import Follow, Staff, Tag, TagSource
@@ -26,6 +27,7 @@ from customers.services import (
     FollowInput,
     activities_record,
     contacts_upsert,
+    customers_refresh_status,
     follow_tags_reconcile,
     follows_upsert,
     staff_bulk_ensure,
@@ -240,6 +242,8 @@ def contacts_apply(
         if outcome == "created" or (customer_id, staff_id) in revived
     ]
     activities_record(rows=added)
+    if revived:
+        customers_refresh_status(customer_ids={c for c, _s in revived}, at=timezone.now())
 
     wanted: dict[tuple[int, int], set[int]] = {}
     for r, pair in zip(rows, pairs, strict=True):

@@ -241,26 +241,23 @@ def contacts_upsert(*, rows: Sequence[ContactInput]) -> ContactsResult:
 
 
 @transaction.atomic
-def customers_refresh_status(
-    *, at: datetime, customer_ids: Iterable[int] | None = None
-) -> tuple[int, int]:
-    """A platform contact who deleted every staff member is lost (with the time); one who
-    has an active follow again is active. Only customers that have had follows are
-    concerned. Returns (lost, reactivated)."""
+def customers_refresh_status(*, customer_ids: Iterable[int], at: datetime) -> tuple[int, int]:
+    """Among these customers, a platform contact who deleted every staff member is lost
+    (with the time); one with an active follow again is active. Only customers that have
+    had follows are concerned. Returns (lost, reactivated)."""
+    ids = list(customer_ids)
+    if not ids:
+        return 0, 0
     active_follow = Follow.objects.filter(customer=OuterRef("pk"), deleted_at__isnull=True)
     any_follow = Follow.objects.filter(customer=OuterRef("pk"))
-    base = Customer.objects.filter(external_userid__isnull=False)
-    if customer_ids is not None:
-        base = base.filter(pk__in=list(customer_ids))
+    base = Customer.objects.filter(pk__in=ids, external_userid__isnull=False)
     to_lose = list(
-        base.filter(status=CustomerStatus.ACTIVE)
-        .filter(Exists(any_follow), ~Exists(active_follow))
-        .values_list("pk", flat=True)
+        base.filter(
+            Exists(any_follow), ~Exists(active_follow), status=CustomerStatus.ACTIVE
+        ).values_list("pk", flat=True)
     )
     to_revive = list(
-        base.filter(status=CustomerStatus.LOST)
-        .filter(Exists(active_follow))
-        .values_list("pk", flat=True)
+        base.filter(Exists(active_follow), status=CustomerStatus.LOST).values_list("pk", flat=True)
     )
     if to_lose:
         Customer.objects.filter(pk__in=to_lose).update(

@@ -12,6 +12,7 @@ from django.db import transaction
 from customers.hooks import Fact, announce
 from customers.models import Activity, Follow
 from customers.services._upsert import UpsertResult, upsert_many
+from customers.services.customers import customers_refresh_status
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,5 +89,7 @@ def follows_mark_deleted(*, follow_ids: Sequence[int], at: datetime, source: str
         ignore_conflicts=True,
         batch_size=1000,
     )
-    announce({c for _pk, c, _s in rows}, Fact.FOLLOW, Fact.ACTIVITY)
+    customers = {c for _pk, c, _s in rows}
+    customers_refresh_status(customer_ids=customers, at=at)
+    announce(customers, Fact.FOLLOW, Fact.ACTIVITY)
     return len(rows)

@@ -1,0 +1,231 @@
+"""``make bench-sync``: full WeCom sync from the simulator into PostgreSQL, timed.
+
+For each size it prints relationships/s, wall time, peak RSS of this (the worker's)
+process, HTTP calls, the time the simulator alone needs to serve the same pages (the
+floor: a bare HTTP loop with no database), and the same for an unchanged re-sync, with a
+check that no duplicate row exists. The simulator runs in its own process, as WeCom would.
+
+Usage: python -m bench.sync [--relationships 100000 --relationships 1000000] [--staff 200]
+Needs BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/scrm_bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/scrm_bench"
+
+
+def _ensure_database(url: str) -> None:
+    import dj_database_url
+    import psycopg2
+
+    cfg = dj_database_url.parse(url)
+    admin = psycopg2.connect(
+        dbname="postgres",
+        user=cfg["USER"],
+        password=cfg["PASSWORD"] or None,
+        host=cfg["HOST"],
+        port=cfg["PORT"] or 5432,
+    )
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [cfg["NAME"]])
+        if cur.fetchone() is None:
+            cur.execute(f'CREATE DATABASE "{cfg["NAME"]}"')
+    admin.close()
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class SimulatorProcess:
+    def __init__(self, relationships: int, staff: int) -> None:
+        contacts = max(1, int(relationships / 1.65))
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "manage.py",
+                "wecom_simulator",
+                "--port",
+                "0",
+                "--contacts",
+                str(contacts),
+                "--staff",
+                str(staff),
+                "--relationships",
+                str(relationships),
+                "--seed",
+                "7",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.api_base = ""
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("the simulator exited before it was ready")
+            if line.startswith("http://"):
+                self.api_base = line.strip()
+            if line.startswith("WeCom simulator:"):
+                print(f"  {line.strip()}")
+                return
+        raise RuntimeError("the simulator did not start in time")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _floor(client: Any, userids: list[str]) -> tuple[float, int, int]:
+    """Serve every page once with no database work: what the simulator alone costs."""
+    started = time.perf_counter()
+    pages = rows = 0
+    for start in range(0, len(userids), 100):
+        cursor = ""
+        while True:
+            answer = client.batch_get_by_user(userids[start : start + 100], cursor=cursor)
+            pages += 1
+            rows += len(answer.get("external_contact_list") or ())
+            cursor = answer.get("next_cursor") or ""
+            if not cursor:
+                break
+    return time.perf_counter() - started, pages, rows
+
+
+def _reset_tables() -> None:
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute(
+            "TRUNCATE channels_syncseenfollow, channels_syncrun, customers_customertag, "
+            "customers_activity, customers_follow, customers_note, customers_order, "
+            "customers_customer, customers_tag, customers_taggroup, channels_channelcode, "
+            "customers_staff RESTART IDENTITY CASCADE"
+        )
+
+
+def _sync(client: Any) -> tuple[Any, float]:
+    from channels.wecom.sync import SyncEngine, sync_run_start
+
+    started = time.perf_counter()
+    run = SyncEngine(sync_run_start(), client).execute()
+    return run, time.perf_counter() - started
+
+
+def bench(relationships: int, staff: int) -> dict[str, Any]:
+    from django.core.cache.backends.locmem import LocMemCache
+    from django.db import connection
+
+    from channels.wecom.client import WeComClient, WeComConfig
+
+    print(f"\n== {relationships:,} relationships, {staff} staff ==")
+    _reset_tables()
+    sim = SimulatorProcess(relationships, staff)
+    try:
+        from django.conf import settings
+
+        config = WeComConfig(
+            corp_id=settings.WECOM_CORP_ID, secret=settings.WECOM_SECRET, api_base=sim.api_base
+        )
+        floor_client = WeComClient(config, store=LocMemCache(f"b-{uuid.uuid4().hex}", {}))
+        userids = sorted(floor_client.follow_users())
+        floor_s, floor_pages, floor_rows = _floor(floor_client, userids)
+        print(f"  floor: {floor_pages:,} pages / {floor_rows:,} rows served in {floor_s:.2f}s")
+
+        client = WeComClient(config, store=LocMemCache(f"b-{uuid.uuid4().hex}", {}))
+        run, seconds = _sync(client)
+        assert run.status == "succeeded", run.errors
+        first = {
+            "seconds": seconds,
+            "rate": run.relationships / seconds,
+            "calls": run.http_calls,
+            "created": run.created,
+            "in_step": (run.wecom_follows, run.active_follows),
+        }
+        print(
+            f"  sync:    {seconds:.2f}s, {first['rate']:,.0f} relationships/s, "
+            f"{run.http_calls:,} HTTP calls, created {run.created:,}, "
+            f"WeCom {run.wecom_follows:,} vs ours {run.active_follows:,}, "
+            f"peak RSS {_peak_rss_mb():.0f} MB"
+        )
+        again, seconds2 = _sync(client)
+        with connection.cursor() as cur:
+            cur.execute(
+                "SELECT (SELECT count(*) FROM customers_follow), "
+                "(SELECT count(*) FROM (SELECT DISTINCT customer_id, staff_id "
+                "FROM customers_follow) d), (SELECT count(*) FROM customers_customer), "
+                "(SELECT count(DISTINCT external_userid) FROM customers_customer)"
+            )
+            follows, distinct_follows, customers, distinct_customers = cur.fetchone()
+        print(
+            f"  re-sync: {seconds2:.2f}s, {again.relationships / seconds2:,.0f} relationships/s, "
+            f"created {again.created}, updated {again.updated}, deleted {again.deleted}; "
+            f"follows {follows:,} (distinct {distinct_follows:,}), customers {customers:,} "
+            f"(distinct {distinct_customers:,}), peak RSS {_peak_rss_mb():.0f} MB"
+        )
+        assert (again.created, again.updated, again.deleted) == (0, 0, 0)
+        assert follows == distinct_follows == relationships
+        assert customers == distinct_customers
+        return {
+            "relationships": relationships,
+            "floor_s": floor_s,
+            "sync_s": first["seconds"],
+            "rate": first["rate"],
+            "resync_s": seconds2,
+            "calls": first["calls"],
+            "rss_mb": _peak_rss_mb(),
+        }
+    finally:
+        sim.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--relationships", type=int, action="append")
+    parser.add_argument("--staff", type=int, default=200)
+    args = parser.parse_args()
+    url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB)
+    _ensure_database(url)
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scrm.settings")
+    os.environ.setdefault("DEBUG", "1")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    # The sync logs a line per run; keep the bench output to its figures.
+    import logging
+
+    logging.getLogger("channels").setLevel(logging.WARNING)
+    results = [bench(n, args.staff) for n in (args.relationships or [100_000, 1_000_000])]
+    print("\nrelationships | sync s | rel/s | re-sync s | floor s | HTTP calls | peak RSS MB")
+    for r in results:
+        print(
+            f"{r['relationships']:>13,} | {r['sync_s']:6.1f} | {r['rate']:7,.0f} | "
+            f"{r['resync_s']:9.1f} | {r['floor_s']:7.1f} | {r['calls']:10,} | {r['rss_mb']:6.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
