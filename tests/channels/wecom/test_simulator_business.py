@@ -207,9 +207,10 @@ def test_concurrent_tag_edits_of_one_customer_give_45033(sim, client) -> None:
 
     eid, userid = next(iter(sim.relationships()))
     tag = next(iter(sim.state.tags))
-    sim.configure(mark_tag_hold_ms=300)
+    sim.configure(mark_tag_hold_ms=2000)
     other = make_client(sim)
     other.fetch_access_token()
+    client.fetch_access_token()
     results: list[int] = []
 
     def slow() -> None:
@@ -217,7 +218,10 @@ def test_concurrent_tag_edits_of_one_customer_give_45033(sim, client) -> None:
 
     thread = threading.Thread(target=slow)
     thread.start()
-    time.sleep(0.1)
+    for _ in range(200):  # wait until the first edit is in flight, however slow the box
+        if sim.state.tag_edits_in_flight:
+            break
+        time.sleep(0.01)
     assert errcode_of(other.external_contact.mark_tag, userid, eid, add_tag=[tag]) == 45033
     thread.join()
     assert results == [0]
