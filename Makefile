@@ -31,11 +31,15 @@ run: seed
 	$(BIN)/python manage.py runstack
 
 # SQLite always; then, when TEST_DATABASE_URL and TEST_REDIS_URL are set, the whole suite
-# again on PostgreSQL + Redis, including the integration suite (real Celery worker).
+# again on PostgreSQL + Redis, including the integration suite (real Celery worker). Both
+# passes run even if the first fails, so one run shows every failure; either fails it.
 test: $(STAMP)
 	@if [ -n "$$TEST_DATABASE_URL" ] && [ -n "$$TEST_REDIS_URL" ]; then \
+		failed=""; \
 		$(MAKE) --no-print-directory test-sqlite PYTEST_ARGS='-m "not integration"' \
-		&& $(MAKE) --no-print-directory test-services; \
+			|| failed="SQLite"; \
+		$(MAKE) --no-print-directory test-services || failed="$${failed:+$$failed and }PostgreSQL + Redis"; \
+		if [ -n "$$failed" ]; then echo "make test: FAILED in the $$failed pass" >&2; exit 1; fi; \
 	elif [ -n "$$TEST_DATABASE_URL$$TEST_REDIS_URL" ]; then \
 		echo "make test: set both TEST_DATABASE_URL and TEST_REDIS_URL, or neither." >&2; \
 		exit 2; \
