@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import redis
 from celery.backends.redis import RedisBackend
 from celery.result import AsyncResult
 from django.conf import settings
@@ -68,6 +69,12 @@ def missing_services() -> str | None:
 def _integration_services() -> None:
     problem = missing_services()
     if problem is None:
+        # Configured, so an unreachable Redis is a failure, said at once rather than as a
+        # worker that never becomes ready.
+        try:
+            redis.Redis.from_url(_redis_url(), socket_connect_timeout=3).ping()
+        except redis.RedisError as exc:
+            pytest.fail(f"Redis at {_redis_url()} is unreachable: {exc}")
         return
     if services_required():
         pytest.fail(f"integration services required (CI or SCRM_REQUIRE_SERVICES=1): {problem}")
