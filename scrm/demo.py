@@ -211,6 +211,7 @@ CHANNELS: tuple[tuple[str, str, str, int, float], ...] = (
     ("个人微信迁移", ChannelKind.PERSONAL_WECHAT, "0.00", 6, 0.45),
 )
 REFERRAL_CHANNEL = "老带新"
+STORE_CHANNEL = "门店扫码"
 
 TAG_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("肤质", ("干性", "油性", "混合", "敏感")),
@@ -438,7 +439,6 @@ def demo_plan(
             birthday = date(year, rng.randint(1, 12), rng.randint(1, 28))
         phone = _phone(rng) if rng.random() < 0.9 else ""
         name = _customer_name(rng, gender)
-        first_touch = acquired_at
 
         # Follows: the owner through the channel's code, and sometimes colleagues.
         colleagues = [u for u, _w in sellers[store_code] if u != owner]
@@ -497,7 +497,7 @@ def demo_plan(
                     None,
                     {"page": rng.choice(PAGES)},
                 )
-        visit_chance = 0.45 if channel == "门店扫码" else 0.12
+        visit_chance = 0.45 if channel == STORE_CHANNEL else 0.12
         if rng.random() < visit_chance:
             at = _later(rng, acquired_at, 1, 45)
             if at <= anchor:
@@ -513,7 +513,7 @@ def demo_plan(
         # Revenue: the first purchase, then repurchases at a refill rhythm.
         paid_count = 0
         if rng.random() < buy_rate[channel] + (0.15 if member_at else -0.05):
-            paid_at = _later(rng, first_touch, 0.1, rng.choice((3, 10, 30)))
+            paid_at = _later(rng, acquired_at, 0.1, rng.choice((3, 10, 30)))
             roles = FIRST_ORDER_ROLES
             repeats = _weighted(rng, [(0, 40), (1, 30), (2, 18), (3, 12)])
             for n in range(1 + repeats):
