@@ -32,3 +32,36 @@ def wecom_sync(run_id: int | None = None) -> int | None:
     except SyncRun.DoesNotExist:
         logger.warning("wecom_sync: run %s is gone", run_id)
         return None
+
+
+# --- WeCom callback events (appended; see channels.wecom.events) ---------------------
+
+from channels.wecom.events import event_process, events_requeue_stuck  # noqa: E402
+
+
+@shared_task(
+    name="channels.process_wecom_event",
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=8,
+    ignore_result=True,
+)
+def process_wecom_event(event_id: int) -> str | None:
+    """Process one recorded WeCom callback event. Claiming makes a duplicate delivery a
+    no-op; a transient WeCom error leaves the event pending and is retried with backoff
+    (the requeue sweeper picks it up if the retries run out)."""
+    return event_process(event_id=event_id)
+
+
+@shared_task(name="channels.requeue_wecom_events", ignore_result=True)
+def requeue_wecom_events() -> int:
+    """Beat, every minute: re-enqueue events whose processing was lost (never ran, or
+    its worker died), so that no recorded event is left unprocessed."""
+    ids = events_requeue_stuck()
+    for event_id in ids:
+        process_wecom_event.delay(event_id)
+    if ids:
+        logger.info("re-enqueued %s stuck WeCom events", len(ids))
+    return len(ids)

@@ -212,6 +212,8 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "heartbeat": {"task": "scrm.tasks.heartbeat", "schedule": 60.0},
+    # Re-enqueue WeCom callback events whose processing was lost, so none stays unprocessed.
+    "wecom-requeue-events": {"task": "channels.requeue_wecom_events", "schedule": 60.0},
 }
 
 # --- Auth, i18n, time ------------------------------------------------------------------
