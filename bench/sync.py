@@ -57,6 +57,7 @@ class SimulatorProcess:
                 sys.executable,
                 "manage.py",
                 "wecom_simulator",
+                "--skip-checks",
                 "--port",
                 "0",
                 "--contacts",

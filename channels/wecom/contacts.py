@@ -32,6 +32,7 @@ from customers.services import (
     follows_upsert,
     staff_bulk_ensure,
 )
+from customers.services._upsert import insert_rows
 
 logger = logging.getLogger(__name__)
 
@@ -179,12 +180,18 @@ def _contact_inputs(rows: Sequence[ContactRow], directory: Directory) -> list[Co
 
 @transaction.atomic
 def contacts_apply(
-    *, rows: Sequence[ContactRow], directory: Directory, run_id: int | None = None
+    *,
+    rows: Sequence[ContactRow],
+    directory: Directory,
+    run_id: int | None = None,
+    record_added: bool = True,
 ) -> ApplyResult:
     """Write a batch of (customer, follower) rows: customers, follows, tags, timeline.
 
     Idempotent: applying the same rows again writes nothing. With ``run_id``, the follows
     are also recorded as seen by that sync run (for the deletion sweep after the pass).
+    ``record_added=False`` (a corp's first sync: history, not news) writes no
+    "contact_added" timeline rows; the follows keep their add times.
     """
     result = ApplyResult(relationships=len(rows))
     if not rows:
@@ -239,7 +246,7 @@ def contacts_apply(
         for r, (customer_id, staff_id), follow_id, outcome in zip(
             rows, pairs, follows.ids, follows.outcomes, strict=True
         )
-        if outcome == "created" or (customer_id, staff_id) in revived
+        if record_added and (outcome == "created" or (customer_id, staff_id) in revived)
     ]
     activities_record(rows=added)
     if revived:
@@ -251,9 +258,10 @@ def contacts_apply(
     follow_tags_reconcile(wanted=wanted, source=TagSource.WECOM)
 
     if run_id is not None:
-        SyncSeenFollow.objects.bulk_create(
-            [SyncSeenFollow(run_id=run_id, follow_id=fid) for fid in set(follows.ids)],
+        insert_rows(
+            SyncSeenFollow,
+            rows=[{"run_id": run_id, "follow_id": fid} for fid in set(follows.ids)],
             ignore_conflicts=True,
-            batch_size=1000,
+            returning=False,
         )
     return result

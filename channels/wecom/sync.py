@@ -109,6 +109,8 @@ class SyncEngine:
         self.directory = Directory.load()
         self._calls_at_start = client.calls
         self._calls_before = run.http_calls
+        # The corp's first sync loads history: its follows are not news for the timeline.
+        self.record_added = SyncRun.objects.filter(status=SyncStatus.SUCCEEDED).exists()
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -265,7 +267,12 @@ class SyncEngine:
             nonlocal buffer, pages_in_buffer
             batch, cursor = position
             with transaction.atomic():
-                applied = contacts_apply(rows=buffer, directory=self.directory, run_id=self.run.pk)
+                applied = contacts_apply(
+                    rows=buffer,
+                    directory=self.directory,
+                    run_id=self.run.pk,
+                    record_added=self.record_added,
+                )
                 self._save(
                     checkpoint={**checkpoint, "batch": batch, "cursor": cursor},
                     pages=self.run.pages + pages_in_buffer,

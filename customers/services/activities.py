@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from customers.hooks import Fact, announce
 from customers.models import Activity, ActivityKind, ActivitySource, Customer, Note, Staff
-from customers.services._upsert import UpsertResult
+from customers.services._upsert import UpsertResult, insert_rows
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,23 +67,23 @@ def activities_record(*, rows: Sequence[ActivityInput]) -> UpsertResult:
     existing = dict(
         Activity.objects.filter(idempotency_key__in=set(keys)).values_list("idempotency_key", "id")
     )
-    new: dict[str, Activity] = {}
+    new: dict[str, dict[str, Any]] = {}
     for row, key in zip(rows, keys, strict=True):
         if key in existing or key in new:
             result.outcomes.append("unchanged")
             continue
-        new[key] = Activity(
-            customer_id=row.customer_id,
-            kind=row.kind,
-            occurred_at=row.occurred_at,
-            source=row.source,
-            staff_id=row.staff_id,
-            payload=dict(row.payload),
-            idempotency_key=key,
-        )
+        new[key] = {
+            "customer_id": row.customer_id,
+            "kind": row.kind,
+            "occurred_at": row.occurred_at,
+            "source": row.source,
+            "staff_id": row.staff_id,
+            "payload": dict(row.payload),
+            "idempotency_key": key,
+        }
         result.outcomes.append("created")
     # ignore_conflicts covers a concurrent import of the same keys; re-read the ids after.
-    Activity.objects.bulk_create(new.values(), batch_size=1000, ignore_conflicts=True)
+    insert_rows(Activity, rows=list(new.values()), ignore_conflicts=True, returning=False)
     if new:
         existing.update(
             Activity.objects.filter(idempotency_key__in=list(new)).values_list(
@@ -91,7 +91,7 @@ def activities_record(*, rows: Sequence[ActivityInput]) -> UpsertResult:
             )
         )
     result.ids = [existing[k] for k in keys]
-    announce({a.customer_id for a in new.values()}, Fact.ACTIVITY)
+    announce({a["customer_id"] for a in new.values()}, Fact.ACTIVITY)
     return result
 
 

@@ -171,6 +171,7 @@ class ContactsResult:
 
 
 _PROFILE = ("name", "avatar", "gender", "unionid")
+_CONTACT_FIELDS = (*_PROFILE, "acquired_at", "source_channel_id", "referred_by_id")
 
 
 def _new_contact(row: ContactInput) -> dict[str, Any]:
@@ -182,18 +183,18 @@ def _new_contact(row: ContactInput) -> dict[str, Any]:
     }
 
 
-def _contact_changes(customer: Customer, row: ContactInput) -> dict[str, Any]:
+def _contact_changes(stored: Mapping[str, Any], row: ContactInput) -> dict[str, Any]:
     """The values to apply to a known customer: the profile as the platform has it now;
     the acquisition time only moves earlier; attribution only fills what is empty."""
     values: dict[str, Any] = {name: getattr(row, name) for name in _PROFILE}
-    if row.acquired_at < customer.acquired_at:
+    if row.acquired_at < stored["acquired_at"]:
         values["acquired_at"] = row.acquired_at
-    if customer.source_channel_id is None and row.source_channel_id is not None:
+    if stored["source_channel_id"] is None and row.source_channel_id is not None:
         values["source_channel_id"] = row.source_channel_id
     if (
-        customer.referred_by_id is None
+        stored["referred_by_id"] is None
         and row.referred_by_id is not None
-        and row.referred_by_id != customer.pk
+        and row.referred_by_id != stored["id"]
     ):
         values["referred_by_id"] = row.referred_by_id
     return values
@@ -215,24 +216,24 @@ def contacts_upsert(*, rows: Sequence[ContactInput]) -> ContactsResult:
     if not merged:
         return ContactsResult()
     existing = {
-        str(c.external_userid): c
-        for c in Customer.objects.select_for_update().filter(external_userid__in=list(merged))
+        str(c["external_userid"]): c
+        for c in Customer.objects.select_for_update()
+        .filter(external_userid__in=list(merged))
+        .values("id", "external_userid", *_CONTACT_FIELDS)
     }
     upserted, changed = upsert_many(
         Customer,
         rows=[(key, {"external_userid": key, **_new_contact(row)}) for key, row in merged.items()],
         existing=existing,
-        adjust=lambda customer, _values: _contact_changes(
-            customer, merged[str(customer.external_userid)]
-        ),
+        adjust=lambda stored, _values: _contact_changes(stored, merged[stored["external_userid"]]),
     )
     result = ContactsResult(
         by_key=dict(zip(merged, upserted.ids, strict=True)),
         created=upserted.created,
         updated=upserted.updated,
-        changed_ids={c.pk for c in changed},
+        changed_ids={c["id"] for c in changed},
     )
-    referrers = {c.referred_by_id for c in changed if c.referred_by_id}
+    referrers = {c["referred_by_id"] for c in changed if c.get("referred_by_id")}
     facts = [Fact.CUSTOMER]
     if referrers:
         facts.append(Fact.REFERRAL)

@@ -48,14 +48,16 @@ def follows_upsert(*, rows: Sequence[FollowInput]) -> UpsertResult:
         for row in rows
     ]
     existing = {
-        (f.customer_id, f.staff_id): f
-        for f in Follow.objects.select_for_update().filter(
+        (f["customer_id"], f["staff_id"]): f
+        for f in Follow.objects.select_for_update()
+        .filter(
             customer_id__in={row.customer_id for row in rows},
             staff_id__in={row.staff_id for row in rows},
         )
+        .values("id", *_FOLLOW_FIELDS)
     }
     result, changed = upsert_many(Follow, rows=keyed, existing=existing)
-    announce({f.customer_id for f in changed}, Fact.FOLLOW)
+    announce({f["customer_id"] for f in changed}, Fact.FOLLOW)
     return result
 
 

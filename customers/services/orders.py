@@ -57,9 +57,12 @@ def orders_upsert(*, rows: Sequence[OrderInput]) -> UpsertResult:
         return UpsertResult()
     keys = {row.external_id for row in rows}
     existing = {
-        o.external_id: o for o in Order.objects.select_for_update().filter(external_id__in=keys)
+        o["external_id"]: o
+        for o in Order.objects.select_for_update()
+        .filter(external_id__in=keys)
+        .values("id", *_ORDER_FIELDS)
     }
-    previous_customer = {key: order.customer_id for key, order in existing.items()}
+    previous_customer = {key: order["customer_id"] for key, order in existing.items()}
     keyed = []
     for row in rows:
         values = _order_values(row)
@@ -68,16 +71,18 @@ def orders_upsert(*, rows: Sequence[OrderInput]) -> UpsertResult:
             order is not None
             and row.status == OrderStatus.REFUNDED
             and row.refunded_at is None
-            and order.refunded_at is not None
+            and order["refunded_at"] is not None
         ):
             # A refund reported without its time is stamped once; stamping "now" again
             # would make every replay of a refunded order an update.
-            values["refunded_at"] = order.refunded_at
+            values["refunded_at"] = order["refunded_at"]
         keyed.append((row.external_id, values))
     result, changed = upsert_many(Order, rows=keyed, existing=existing)
     # An order moved to another customer changes both customers' facts.
-    touched = {o.customer_id for o in changed} | {
-        previous_customer[o.external_id] for o in changed if o.external_id in previous_customer
+    touched = {o["customer_id"] for o in changed} | {
+        previous_customer[o["external_id"]]
+        for o in changed
+        if o["external_id"] in previous_customer
     }
     announce(touched, Fact.ORDER)
     return result

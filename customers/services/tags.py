@@ -10,7 +10,7 @@ from django.db import transaction
 
 from customers.hooks import Fact, announce
 from customers.models import ActivityKind, Customer, CustomerTag, Staff, Tag, TagGroup, TagSource
-from customers.services._upsert import save_changes, upsert_one
+from customers.services._upsert import insert_rows, save_changes, upsert_one
 from customers.services.activities import activity_record
 
 
@@ -106,20 +106,19 @@ def follow_tags_reconcile(
         and t not in wanted[(c, s)]
         and t not in wanted_by_customer.get(c, set())
     ]
-    to_add = [
-        CustomerTag(customer_id=c, tag_id=t, staff_id=s)
+    # Two follows of one customer in the batch may both add a tag: keep one link.
+    to_add = {
+        (c, t): {"customer_id": c, "tag_id": t, "staff_id": s}
         for (c, s), tags in wanted.items()
         for t in sorted(tags)
         if (c, t) not in by_customer_tag
-    ]
-    # Two follows of one customer in the batch may both add a tag: keep one link.
-    unique_add = list({(link.customer_id, link.tag_id): link for link in to_add}.values())
+    }
+    unique_add = list(to_add.values())
     if to_delete:
         CustomerTag.objects.filter(pk__in=to_delete).delete()
-    CustomerTag.objects.bulk_create(unique_add, ignore_conflicts=True, batch_size=1000)
-    touched = {link.customer_id for link in unique_add} | {
-        c for link_id, c, _t, _s in links if link_id in set(to_delete)
-    }
+    insert_rows(CustomerTag, rows=unique_add, ignore_conflicts=True, returning=False)
+    deleted = set(to_delete)
+    touched = {c for c, _t in to_add} | {c for link_id, c, _t, _s in links if link_id in deleted}
     announce(touched, Fact.TAG)
     return len(unique_add), len(to_delete)
 
