@@ -3,7 +3,7 @@ the OpenAPI document at /api/schema/ (browsable at /api/docs/)."""
 
 from rest_framework.routers import DefaultRouter
 
-from channels.api import ChannelViewSet
+from channels.api import ChannelCodeViewSet, ChannelViewSet, SyncRunViewSet
 from customers.api import (
     ActivityViewSet,
     CustomerViewSet,
@@ -27,5 +27,7 @@ router.register("tag-groups", TagGroupViewSet, basename="tag-group")
 router.register("staff", StaffViewSet, basename="staff")
 router.register("stores", StoreViewSet, basename="store")
 router.register("channels", ChannelViewSet, basename="channel")
+router.register("channel-codes", ChannelCodeViewSet, basename="channel-code")
+router.register("sync-runs", SyncRunViewSet, basename="sync-run")
 
 urlpatterns = router.urls
