@@ -103,11 +103,11 @@ def event_claim(*, event_id: int) -> WeComEvent | None:
 
 
 def _finish(event: WeComEvent, status: str, error: str = "") -> None:
-    # Conditional on still holding the claim: if the sweeper handed the event to another
-    # worker meanwhile, that worker's outcome wins.
-    WeComEvent.objects.filter(pk=event.pk, status=EventStatus.PROCESSING).update(
-        status=status, error=error[:2000], processed_at=timezone.now()
-    )
+    # Conditional on still holding our claim (each claim bumps ``attempts``): if the
+    # sweeper handed the event to another worker meanwhile, that worker's outcome wins.
+    WeComEvent.objects.filter(
+        pk=event.pk, status=EventStatus.PROCESSING, attempts=event.attempts
+    ).update(status=status, error=error[:2000], processed_at=timezone.now())
 
 
 def event_process(*, event_id: int, client: WeComClient | None = None) -> str | None:
@@ -258,9 +258,9 @@ def _welcome(
     """Send the channel code's welcome if this add event allows one.
 
     Returns (outcome, contact detail fetched on the way: None if not fetched, {} if WeCom
-    said the relationship is gone). The customer's name comes from
-    our table when we know them, else from externalcontact/get, whose answer is returned
-    so the contact apply does not call WeCom twice.
+    said the relationship is gone). The customer's name comes from our table when we
+    know them, else from externalcontact/get, whose answer is returned so the contact
+    apply does not call WeCom twice.
     """
     welcome_code = ctx.field("WelcomeCode")
     remembered = ctx.payload.get(WELCOME_KEY)

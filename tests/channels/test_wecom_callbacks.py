@@ -325,3 +325,13 @@ def test_other_methods_are_405_and_no_csrf_token_is_needed(wecom: WeCom) -> None
     body, params = wecom.emitter.seal(contact_xml(wecom))
     response = strict.post(f"{url()}?{urlencode(params)}", data=body, content_type="text/xml")
     assert response.status_code == 200
+
+
+def test_callback_request_query_budget(wecom: WeCom, django_assert_max_num_queries) -> None:
+    # The request must stay fast: one INSERT in a savepoint; a redelivery's INSERT fails
+    # on the unique key, the savepoint is rolled back and the stored row read.
+    body, params = wecom.emitter.seal(contact_xml(wecom, create_time=1700000000))
+    with django_assert_max_num_queries(3):
+        assert wecom.post_sealed(body, params)[0].status_code == 200
+    with django_assert_max_num_queries(5):
+        assert wecom.post_sealed(body, params)[0].status_code == 200
