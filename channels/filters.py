@@ -11,6 +11,7 @@ import django_filters
 from django import forms
 from django.db.models import QuerySet
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 from django_filters.fields import IsoDateTimeField
 
 from channels.models import Channel, ChannelCode, ChannelKind, SyncRun, SyncStatus
@@ -18,7 +19,7 @@ from channels.models import Channel, ChannelCode, ChannelKind, SyncRun, SyncStat
 
 class ChannelFilter(django_filters.FilterSet):
     kind = django_filters.ChoiceFilter(choices=ChannelKind.choices, label=_("Kind"))
-    is_active = django_filters.BooleanFilter(label=_("Active"))
+    is_active = django_filters.BooleanFilter(label=pgettext_lazy("switch", "Active"))
 
     class Meta:
         model = Channel
@@ -27,7 +28,7 @@ class ChannelFilter(django_filters.FilterSet):
 
 class ChannelCodeFilter(django_filters.FilterSet):
     channel = django_filters.NumberFilter(field_name="channel_id", label=_("Channel"))
-    is_active = django_filters.BooleanFilter(label=_("Active"))
+    is_active = django_filters.BooleanFilter(label=pgettext_lazy("switch", "Active"))
     staff = django_filters.NumberFilter(method="filter_staff", label=_("Staff member"))
     referrer = django_filters.NumberFilter(field_name="referrer_id", label=_("Referring customer"))
     state = django_filters.CharFilter(label=_("State"))

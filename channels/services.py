@@ -11,7 +11,7 @@ from typing import Any
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_noop
 
 from channels.models import Channel, ChannelCode, ChannelKind, SyncRun
 from channels.wecom.client import get_client
@@ -85,44 +85,58 @@ WELCOME_ATTACHMENT_TYPES = frozenset({"image", "link", "miniprogram", "video", "
 REFERRAL_CHANNEL_NAME = "老带新 / Referral"
 
 #: What a permanent WeCom error on a contact way means for the person filling the form:
-#: (field to fix, message). Codes not listed are reported against the whole form.
+#: (field to fix, message). Codes not listed are reported against the whole form. Marked
+#: with gettext_noop so makemessages finds them; translated when raised.
 _CONTACT_WAY_ERRORS: dict[int, tuple[str, str]] = {
     40003: (
         "staff",
-        "A staff member is not a member of the WeCom corp; run a sync or pick other staff.",
+        gettext_noop(
+            "A staff member is not a member of the WeCom corp; run a sync or pick other staff."
+        ),
     ),
     60111: (
         "staff",
-        "A staff member's userid does not exist in WeCom; run a sync or pick other staff.",
+        gettext_noop(
+            "A staff member's userid does not exist in WeCom; run a sync or pick other staff."
+        ),
     ),
-    60011: ("staff", "The WeCom app's visible range does not include one of these staff members."),
-    40098: ("staff", "A staff member has not verified their identity in WeCom yet."),
+    60011: (
+        "staff",
+        gettext_noop("The WeCom app's visible range does not include one of these staff members."),
+    ),
+    40098: ("staff", gettext_noop("A staff member has not verified their identity in WeCom yet.")),
     41041: (
         "staff",
-        "Too many staff for this code in WeCom: a single-member code takes "
-        "exactly one staff member, a multi-member code at most 100. Create a "
-        "new code instead.",
+        gettext_noop(
+            "Too many staff for this code in WeCom: a single-member code takes "
+            "exactly one staff member, a multi-member code at most 100. Create a "
+            "new code instead."
+        ),
     ),
-    41043: (NON_FIELD_ERRORS, "This code has no WeCom config_id."),
-    41044: (NON_FIELD_ERRORS, "This code no longer exists in WeCom."),
+    41043: (NON_FIELD_ERRORS, gettext_noop("This code has no WeCom config_id.")),
+    41044: (NON_FIELD_ERRORS, gettext_noop("This code no longer exists in WeCom.")),
     41045: (
         NON_FIELD_ERRORS,
-        "The corp reached WeCom's limit of codes created through the "
-        "API (500,000); deactivate codes that are no longer used.",
+        gettext_noop(
+            "The corp reached WeCom's limit of codes created through the API "
+            "(500,000); deactivate codes that are no longer used."
+        ),
     ),
     48002: (
         NON_FIELD_ERRORS,
-        "The configured WeCom secret may not manage contact ways: use "
-        "the customer-contact (客户联系) secret.",
+        gettext_noop(
+            "The configured WeCom secret may not manage contact ways: use the "
+            "customer-contact (客户联系) secret."
+        ),
     ),
-    84074: (NON_FIELD_ERRORS, "The WeCom app has no customer-contact permission."),
+    84074: (NON_FIELD_ERRORS, gettext_noop("The WeCom app has no customer-contact permission.")),
 }
 
 
 def _wecom_validation_error(exc: WeComPermanentError) -> ValidationError:
     """A permanent WeCom error as a ValidationError naming the field to fix."""
     field, message = _CONTACT_WAY_ERRORS.get(
-        exc.errcode or 0, (NON_FIELD_ERRORS, "WeCom refused the code.")
+        exc.errcode or 0, (NON_FIELD_ERRORS, gettext_noop("WeCom refused the code."))
     )
     # WeCom's errmsg carries a request hint and our IP (WECOM.md §0): keep the words only.
     errmsg = exc.errmsg.split(", hint:")[0].strip()
@@ -528,7 +542,8 @@ def referral_code_for(*, customer: Customer) -> ChannelCode:
     try:
         return _code_create(
             channel=referral_channel(),
-            name=f"{gettext('Referral')}: {customer.name}"[:128],
+            # Stored, so not translated: the channel's own bilingual name prefixes it.
+            name=f"{REFERRAL_CHANNEL_NAME}: {customer.name}"[:128],
             members=[staff],
             state=state,
             skip_verify=True,
