@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 from django.db.models import QuerySet
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from channels.services import STATE_MAX_LENGTH
 from customers.models import Staff, Tag
@@ -31,7 +32,8 @@ def code_staff_choices(user: Any) -> QuerySet[Staff]:
 
 
 class ChannelCodeForm(forms.Form):
-    name = forms.CharField(label=_("Name"), max_length=128)
+    # "Name" alone is translated as a person's name (姓名); a code's name is 名称.
+    name = forms.CharField(label=pgettext_lazy("thing", "Name"), max_length=128)
     staff = StaffChoiceField(
         label=_("Staff"),
         queryset=Staff.objects.none(),
@@ -67,3 +69,24 @@ class ChannelCodeForm(forms.Form):
         # Offered (and accepted) only what the user may see, like the filters.
         self.fields["staff"].queryset = code_staff_choices(user)  # type: ignore[attr-defined]
         self.fields["auto_tags"].queryset = tag_visible_qs(user)  # type: ignore[attr-defined]
+
+
+def dress_channel_filter_form(form: forms.Form) -> None:
+    """Adapt ChannelFilter's form for people: "Any" instead of dashes and "Unknown",
+    no trailing colons. Field names and validation stay the FilterSet's own, so the
+    dashboard and the API read the same URLs."""
+    form.label_suffix = ""
+    kind = form.fields["kind"]
+    # The choice iterator still points at the class-level field; rebuild the choices.
+    options = [(v, label) for v, label in kind.choices if v != ""]  # type: ignore[attr-defined]
+    kind.empty_label = None  # type: ignore[attr-defined]
+    kind.choices = [("", _("Any")), *options]  # type: ignore[attr-defined]
+    # NullBooleanSelect maps True/False/None to "true"/"false"/"unknown" both ways, so the
+    # chosen option stays selected and the URL reads like the API's (?is_active=true).
+    active = forms.NullBooleanSelect()
+    active.choices = [
+        ("unknown", _("Any")),
+        ("true", pgettext_lazy("switch", "Active")),
+        ("false", pgettext_lazy("switch", "Inactive")),
+    ]
+    form.fields["is_active"].widget = active

@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from channels.filters import ChannelFilter, PeriodForm, SyncRunFilter
-from channels.forms import ChannelCodeForm
+from channels.forms import ChannelCodeForm, dress_channel_filter_form
 from channels.models import SyncStatus
 from channels.selectors import (
     ChannelRow,
@@ -69,6 +69,7 @@ def channel_list(request: HttpRequest) -> HttpResponse:
         queryset=channel_stats_qs(request.user, start=start, end=end).order_by("name", "id"),
         request=request,
     )
+    dress_channel_filter_form(filterset.form)
     page = offset_paginate(
         filterset.qs, number=parse_page_number(request.GET.get("page")), page_size=PAGE_SIZE
     )

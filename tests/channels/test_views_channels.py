@@ -147,10 +147,21 @@ def test_list_filters_by_kind_with_the_api_filterset(operator_user: Any) -> None
     assert [r.channel.name for r in response.context["rows"]] == ["Store"]
 
 
+def test_list_filters_by_active_and_keeps_the_choice(operator_user: Any) -> None:
+    ChannelFactory(name="On")
+    ChannelFactory(name="Off", is_active=False)
+    response = client_for(operator_user).get(LIST, {"is_active": "false"})
+    assert [r.channel.name for r in response.context["rows"]] == ["Off"]
+    assert '<option value="false" selected>' in response.content.decode()
+    everything = client_for(operator_user).get(LIST, {"is_active": "unknown"})
+    assert len(everything.context["rows"]) == 2
+
+
 def test_list_is_chinese_by_default(operator_user: Any) -> None:
     ChannelFactory()
     html = client_for(operator_user).get(LIST).content.decode()
     assert "渠道" in html and "获客成本" in html
+    assert "类型:" not in html and "---------" not in html, "the filter form is dressed"
 
 
 def test_detail_shows_codes_with_qr_and_per_staff_figures(operator_user: Any) -> None:
