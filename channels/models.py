@@ -161,8 +161,11 @@ class SyncSeenFollow(models.Model):
     are marked deleted only after a complete pass, even across a resume."""
 
     pk = models.CompositePrimaryKey("run_id", "follow_id")
-    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="+")
-    follow = models.ForeignKey("customers.Follow", on_delete=models.CASCADE, related_name="+")
+    # No index beyond the key: this table takes a row per relationship per run.
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="+", db_index=False)
+    follow = models.ForeignKey(
+        "customers.Follow", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
 
     class Meta:
         verbose_name = _("seen follow")

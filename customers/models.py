@@ -133,6 +133,7 @@ class Customer(models.Model):
         blank=True,
         related_name="owned_customers",
         verbose_name=_("owner"),
+        db_index=False,  # (owner, acquired_at) below serves it
     )
     store = models.ForeignKey(
         Store,
@@ -141,6 +142,7 @@ class Customer(models.Model):
         blank=True,
         related_name="customers",
         verbose_name=_("store"),
+        db_index=False,  # (store, acquired_at) below serves it
     )
     source_channel = models.ForeignKey(
         "channels.Channel",
@@ -149,6 +151,7 @@ class Customer(models.Model):
         blank=True,
         related_name="customers",
         verbose_name=_("source channel"),
+        db_index=False,  # (source_channel, acquired_at) below serves it
     )
     acquired_at = models.DateTimeField(_("acquired at"), default=timezone.now, db_index=True)
     referred_by = models.ForeignKey(
@@ -191,8 +194,6 @@ class Customer(models.Model):
             models.Index(fields=["store", "-acquired_at"], name="customer_store_acq_idx"),
             models.Index(fields=["owner", "-acquired_at"], name="customer_owner_acq_idx"),
             models.Index(fields=["source_channel", "acquired_at"], name="customer_channel_acq_idx"),
-            models.Index(fields=["status"], name="customer_status_idx"),
-            models.Index(fields=["phone"], name="customer_phone_idx"),
         ]
 
     def __str__(self) -> str:
@@ -208,10 +209,18 @@ class Follow(models.Model):
     """
 
     customer = models.ForeignKey(
-        Customer, on_delete=models.CASCADE, related_name="follows", verbose_name=_("customer")
+        Customer,
+        on_delete=models.CASCADE,
+        related_name="follows",
+        verbose_name=_("customer"),
+        db_index=False,  # the unique (customer, staff) index serves it
     )
     staff = models.ForeignKey(
-        Staff, on_delete=models.CASCADE, related_name="follows", verbose_name=_("staff member")
+        Staff,
+        on_delete=models.CASCADE,
+        related_name="follows",
+        verbose_name=_("staff member"),
+        db_index=False,  # (staff, deleted_at) below serves it
     )
     remark = models.CharField(_("remark"), max_length=128, blank=True)
     description = models.CharField(_("description"), max_length=255, blank=True)
@@ -220,6 +229,11 @@ class Follow(models.Model):
     add_way = models.PositiveSmallIntegerField(_("add way"), default=0)
     state = models.CharField(_("channel state"), max_length=64, blank=True)
     oper_userid = models.CharField(_("operator userid"), max_length=64, blank=True)
+    #: The platform's tags on this follow (our Tag ids). WeCom tags belong to a follow, so
+    #: a customer carries a WeCom tag while any active follow does (see CustomerTag).
+    tag_ids = models.JSONField(_("tags on this follow"), default=list, blank=True)
+    #: Fingerprint of the platform record last applied; a sync skips an unchanged row.
+    sync_digest = models.CharField(_("sync digest"), max_length=32, blank=True)
     deleted_at = models.DateTimeField(_("deleted at"), null=True, blank=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -304,10 +318,15 @@ class Tag(models.Model):
 class CustomerTag(models.Model):
     """A tag on a customer; ``staff`` is who put it there when known (WeCom tags per follow)."""
 
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="tag_links")
-    tag = models.ForeignKey(Tag, on_delete=models.CASCADE, related_name="customer_links")
+    # Each index costs every insert of a sync; the two composite ones serve both keys.
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="tag_links", db_index=False
+    )
+    tag = models.ForeignKey(
+        Tag, on_delete=models.CASCADE, related_name="customer_links", db_index=False
+    )
     staff = models.ForeignKey(
-        Staff, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        Staff, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
     )
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
 
@@ -346,7 +365,11 @@ class Order(models.Model):
 
     external_id = models.CharField(_("integration id"), max_length=128, unique=True)
     customer = models.ForeignKey(
-        Customer, on_delete=models.PROTECT, related_name="orders", verbose_name=_("customer")
+        Customer,
+        on_delete=models.PROTECT,
+        related_name="orders",
+        verbose_name=_("customer"),
+        db_index=False,  # (customer, status, paid_at) below serves it
     )
     amount = models.DecimalField(
         _("amount"),
@@ -429,7 +452,11 @@ class Activity(models.Model):
     """
 
     customer = models.ForeignKey(
-        Customer, on_delete=models.CASCADE, related_name="activities", verbose_name=_("customer")
+        Customer,
+        on_delete=models.CASCADE,
+        related_name="activities",
+        verbose_name=_("customer"),
+        db_index=False,  # (customer, occurred_at) below serves it
     )
     kind = models.CharField(_("kind"), max_length=32)
     occurred_at = models.DateTimeField(_("occurred at"), default=timezone.now)
@@ -460,7 +487,11 @@ class Note(models.Model):
     """A free-text note about a customer, written by a user of the dashboard or mobile pages."""
 
     customer = models.ForeignKey(
-        Customer, on_delete=models.CASCADE, related_name="notes", verbose_name=_("customer")
+        Customer,
+        on_delete=models.CASCADE,
+        related_name="notes",
+        verbose_name=_("customer"),
+        db_index=False,  # (customer, created_at) below serves it
     )
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL,

@@ -9,6 +9,7 @@ channel, a referral code sets ``referred_by``, and every follow keeps its own st
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,19 +21,19 @@ from django.db import transaction
 from django.utils import timezone
 
 from channels.models import ChannelCode, SyncSeenFollow
-from customers.models import Follow, Staff, Tag, TagSource
+from customers.models import Follow, Staff, Tag
 from customers.services import (
     ActivityInput,
     ContactInput,
     FollowInput,
     activities_record,
     contacts_upsert,
+    customer_tags_sync,
     customers_refresh_status,
-    follow_tags_reconcile,
     follows_upsert,
     staff_bulk_ensure,
 )
-from customers.services._upsert import insert_rows
+from customers.services._bulk_sql import insert_rows
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,12 @@ class ContactRow:
     state: str = ""
     oper_userid: str = ""
     tag_ids: tuple[str, ...] = ()
+
+    def digest(self, salt: str) -> str:
+        """A fingerprint of everything this row would write, plus ``salt`` (the state ->
+        channel look-up it was attributed with). Stored on the follow, it lets an unchanged
+        re-sync skip the row after one read instead of comparing every table."""
+        return hashlib.blake2b(f"{salt}|{self!r}".encode(), digest_size=16).hexdigest()
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -138,6 +145,13 @@ class Directory:
             codes={state: (channel_id, referrer_id) for state, channel_id, referrer_id in codes},
         )
 
+    @property
+    def fingerprint(self) -> str:
+        """Changes when channel codes or corp tags do, so that new attribution rules and
+        newly known tags reach every row on the next sync."""
+        known = repr((sorted(self.codes.items()), sorted(self.tags.items())))
+        return hashlib.blake2b(known.encode(), digest_size=8).hexdigest()
+
     def ensure_staff(self, userids: Iterable[str]) -> None:
         missing = {u for u in userids if u not in self.staff}
         if missing:
@@ -188,7 +202,8 @@ def contacts_apply(
 ) -> ApplyResult:
     """Write a batch of (customer, follower) rows: customers, follows, tags, timeline.
 
-    Idempotent: applying the same rows again writes nothing. With ``run_id``, the follows
+    Idempotent: applying the same rows again writes nothing; a row whose digest the
+    follow already carries is skipped after one read. With ``run_id``, the follows
     are also recorded as seen by that sync run (for the deletion sweep after the pass).
     ``record_added=False`` (a corp's first sync: history, not news) writes no
     "contact_added" timeline rows; the follows keep their add times.
@@ -197,6 +212,46 @@ def contacts_apply(
     if not rows:
         return result
     directory.ensure_staff(r.userid for r in rows)
+    salt = directory.fingerprint
+    digests = [r.digest(salt) for r in rows]
+    unchanged = _unchanged_follows(rows, digests, directory)
+    changed = [(r, d) for r, d in zip(rows, digests, strict=True) if d not in unchanged]
+    _apply_changed(changed, directory, result, record_added=record_added)
+    if run_id is not None:
+        seen = {*unchanged.values(), *result.follow_ids}
+        insert_rows(
+            SyncSeenFollow,
+            rows=[{"run_id": run_id, "follow_id": fid} for fid in seen],
+            ignore_conflicts=True,
+            returning=False,
+        )
+    result.follow_ids = [*unchanged.values(), *result.follow_ids]
+    return result
+
+
+def _unchanged_follows(
+    rows: Sequence[ContactRow], digests: Sequence[str], directory: Directory
+) -> dict[str, int]:
+    """digest -> follow id, for the rows whose active follow already has that digest."""
+    stored = Follow.objects.filter(
+        customer__external_userid__in={r.external_userid for r in rows},
+        staff_id__in={directory.staff[r.userid] for r in rows},
+        deleted_at__isnull=True,
+    ).values_list("sync_digest", "id")
+    known = {digest: pk for digest, pk in stored if digest}
+    return {d: known[d] for d in digests if d in known}
+
+
+def _apply_changed(
+    changed: Sequence[tuple[ContactRow, str]],
+    directory: Directory,
+    result: ApplyResult,
+    *,
+    record_added: bool,
+) -> None:
+    if not changed:
+        return
+    rows = [r for r, _d in changed]
     customers = contacts_upsert(rows=_contact_inputs(rows, directory))
     customer_ids = customers.by_key
     result.created += customers.created
@@ -223,8 +278,10 @@ def contacts_apply(
                 add_way=r.add_way,
                 oper_userid=r.oper_userid,
                 deleted_at=None,
+                tag_ids=sorted({directory.tags[t] for t in r.tag_ids if t in directory.tags}),
+                sync_digest=digest,
             )
-            for r, (customer_id, staff_id) in zip(rows, pairs, strict=True)
+            for (r, digest), (customer_id, staff_id) in zip(changed, pairs, strict=True)
         ]
     )
     result.created += follows.created
@@ -252,16 +309,4 @@ def contacts_apply(
     if revived:
         customers_refresh_status(customer_ids={c for c, _s in revived}, at=timezone.now())
 
-    wanted: dict[tuple[int, int], set[int]] = {}
-    for r, pair in zip(rows, pairs, strict=True):
-        wanted[pair] = {directory.tags[t] for t in r.tag_ids if t in directory.tags}
-    follow_tags_reconcile(wanted=wanted, source=TagSource.WECOM)
-
-    if run_id is not None:
-        insert_rows(
-            SyncSeenFollow,
-            rows=[{"run_id": run_id, "follow_id": fid} for fid in set(follows.ids)],
-            ignore_conflicts=True,
-            returning=False,
-        )
-    return result
+    customer_tags_sync(customer_ids={c for c, _s in pairs})

@@ -30,7 +30,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -38,7 +38,7 @@ from channels.models import SyncRun, SyncSeenFollow, SyncStatus
 from channels.wecom.client import WeComClient, get_client
 from channels.wecom.contacts import ContactRow, Directory, contacts_apply, rows_from_batch
 from channels.wecom.errors import WeComError, WeComTransientError
-from customers.models import Follow
+from customers.models import Customer, CustomerTag, Follow
 from customers.services import (
     corp_tags_mirror,
     follows_mark_deleted,
@@ -49,8 +49,8 @@ logger = logging.getLogger(__name__)
 
 USERIDS_PER_BATCH = 100  # batch/get_by_user takes at most 100 userids (WECOM.md §1.5)
 PAGE_LIMIT = 100
-FLUSH_ROWS = 1000
-PREFETCH_PAGES = 4
+FLUSH_ROWS = 5000
+PREFETCH_PAGES = 60
 
 
 class LeaseLost(Exception):
@@ -97,18 +97,21 @@ class SyncEngine:
         client: WeComClient,
         *,
         flush_rows: int = FLUSH_ROWS,
+        prefetch_pages: int = PREFETCH_PAGES,
         retry_delays: tuple[float, ...] = (0.5, 1, 2, 4, 8),
         after_flush: Callable[[SyncRun], None] | None = None,
     ) -> None:
         self.run = run
         self.client = client
         self.flush_rows = flush_rows
+        self.prefetch_pages = prefetch_pages
         self.retry_delays = retry_delays
         self.after_flush = after_flush
         self.token = uuid.uuid4().hex
         self.directory = Directory.load()
         self._calls_at_start = client.calls
         self._calls_before = run.http_calls
+        self._analyzed_at = 500
         # The corp's first sync loads history: its follows are not news for the timeline.
         self.record_added = SyncRun.objects.filter(status=SyncStatus.SUCCEEDED).exists()
 
@@ -215,7 +218,7 @@ class SyncEngine:
     def _pages(self, userids: list[str], batch: int, cursor: str) -> Iterator[Page]:
         """Pages in order from (batch, cursor), read ahead by a thread so that WeCom's
         latency overlaps our writes. The queue is bounded: memory stays a few pages."""
-        pages: queue.Queue[Page | BaseException | None] = queue.Queue(maxsize=PREFETCH_PAGES)
+        pages: queue.Queue[Page | BaseException | None] = queue.Queue(maxsize=self.prefetch_pages)
         stop = threading.Event()
 
         def fetch() -> None:
@@ -281,6 +284,7 @@ class SyncEngine:
                     updated=self.run.updated + applied.updated,
                 )
             buffer, pages_in_buffer = [], 0
+            self._refresh_statistics()
             if self.after_flush:
                 self.after_flush(self.run)
 
@@ -296,6 +300,21 @@ class SyncEngine:
         with transaction.atomic():
             self._save(checkpoint=checkpoint)
         return checkpoint
+
+    def _refresh_statistics(self) -> None:
+        """ANALYZE the tables a first sync is filling, each time they have doubled.
+
+        A new corp's tables start empty, and PostgreSQL keeps planning their look-ups as
+        scans of an empty table until autovacuum catches up; each flush then scans what
+        the previous ones wrote, and the sync turns quadratic. Fresh statistics keep the
+        plans on the indexes.
+        """
+        if connection.vendor != "postgresql" or self.run.relationships < self._analyzed_at * 2:
+            return
+        self._analyzed_at = max(self.run.relationships, 1000)
+        with connection.cursor() as cursor:
+            for model in (Customer, Follow, CustomerTag, SyncSeenFollow):
+                cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
 
     def _sweep_phase(self) -> None:
         """After a complete pass: follows WeCom no longer lists are deleted, customers with

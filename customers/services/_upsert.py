@@ -6,13 +6,15 @@ bump), and a batch must cost a handful of queries whatever its size.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from django.db import connections, models, router
+from django.db import models
 from django.db.models import QuerySet
 from django.utils import timezone
+
+from customers.services._bulk_sql import insert_rows, update_rows
 
 M = TypeVar("M", bound=models.Model)
 K = TypeVar("K", bound=Hashable)
@@ -121,153 +123,3 @@ def upsert_many(
     by_key = {**existing, **updated, **created}
     result.ids = [by_key[key]["id"] for key, _values in rows]
     return result, [*created.values(), *updated.values()]
-
-
-def _field(model: type[models.Model], name: str) -> models.Field[Any, Any]:
-    return cast("models.Field[Any, Any]", model._meta.get_field(name))
-
-
-def _defaults(model: type[models.Model], given: Iterable[str]) -> dict[str, Any]:
-    """Every concrete column not in ``given``, with what ``Model.save`` would store
-    (``auto_now`` included). Computed once per batch: the batch shares one timestamp."""
-    now = timezone.now()
-    given = set(given)
-    defaults: dict[str, Any] = {}
-    for f in model._meta.concrete_fields:
-        if f.primary_key or f.attname in given:
-            continue
-        if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
-            defaults[f.attname] = now
-        else:
-            defaults[f.attname] = f.get_default()
-    return defaults
-
-
-_PLAIN_TYPES = frozenset(
-    {
-        "AutoField",
-        "BigAutoField",
-        "BigIntegerField",
-        "BooleanField",
-        "CharField",
-        "DateField",
-        "DateTimeField",
-        "DecimalField",
-        "EmailField",
-        "ForeignKey",
-        "IntegerField",
-        "OneToOneField",
-        "PositiveBigIntegerField",
-        "PositiveIntegerField",
-        "PositiveSmallIntegerField",
-        "SlugField",
-        "SmallIntegerField",
-        "TextField",
-        "URLField",
-    }
-)
-
-
-def _converter(field: Any, connection: Any) -> Callable[[Any], Any]:
-    """How a Python value of ``field`` goes to psycopg2. For plain types psycopg2 adapts
-    the value itself (aware datetimes, Decimals, str, int), so Django's per-value
-    ``get_db_prep_save`` is skipped: at a million rows it was a third of the time."""
-    if field.get_internal_type() in _PLAIN_TYPES:
-        return lambda value: value
-    return lambda value: field.get_db_prep_save(value, connection)
-
-
-def insert_rows(
-    model: type[models.Model],
-    *,
-    rows: Sequence[Mapping[str, Any]],
-    ignore_conflicts: bool = False,
-    returning: bool = True,
-) -> list[int]:
-    """INSERT new rows given as dicts of attnames (every row the same keys); returns their
-    ids in order (with ``ignore_conflicts``, the ids of the rows actually inserted; none
-    without ``returning``, for a table whose key is composite).
-
-    On PostgreSQL the rows go straight to ``execute_values``: building a model instance
-    per row, as ``bulk_create`` does, was most of the Python time of a sync of a million
-    relationships. Elsewhere (the embedded SQLite), ``bulk_create``.
-    """
-    if not rows:
-        return []
-    connection = connections[router.db_for_write(model)]
-    if connection.vendor != "postgresql":
-        objs = [model(**row) for row in rows]
-        model._default_manager.bulk_create(objs, batch_size=1000, ignore_conflicts=ignore_conflicts)
-        return [obj.pk for obj in objs if obj.pk is not None] if returning else []
-    from psycopg2.extras import execute_values
-
-    qn = connection.ops.quote_name
-    given = list(rows[0])
-    defaults = _defaults(model, given)
-    names = [*given, *defaults]
-    columns = [_field(model, name) for name in names]
-    convert = [_converter(c, connection) for c in columns]
-    fixed = tuple(
-        conv(defaults[n]) for conv, n in zip(convert[len(given) :], defaults, strict=True)
-    )
-    given_convert = convert[: len(given)]
-    prepared = [
-        (*(conv(row[n]) for conv, n in zip(given_convert, given, strict=True)), *fixed)
-        for row in rows
-    ]
-    sql = (
-        f"INSERT INTO {qn(model._meta.db_table)} ({', '.join(qn(c.column) for c in columns)}) "
-        f"VALUES %s {'ON CONFLICT DO NOTHING' if ignore_conflicts else ''}"
-    )
-    if returning:
-        sql += f" RETURNING {qn(model._meta.pk.column)}"
-    # The raw psycopg2 cursor skips Django's wrapper: map its errors to django.db's
-    # (IntegrityError...) ourselves, so callers see one exception hierarchy.
-    with connection.cursor() as cursor, connection.wrap_database_errors:
-        returned = execute_values(cursor.cursor, sql, prepared, page_size=1000, fetch=returning)
-    return [r[0] for r in returned] if returning else []
-
-
-def update_rows(
-    model: type[models.Model], *, rows: Sequence[Mapping[str, Any]], fields: Sequence[str]
-) -> None:
-    """Write ``fields`` of each row (a dict with ``id``) in as few statements as possible.
-
-    On PostgreSQL: one ``UPDATE ... FROM (VALUES ...)`` per thousand rows, a hash join.
-    Django's ``bulk_update`` builds ``CASE WHEN id = ... THEN ...`` per field instead,
-    which is quadratic in the batch for the server and slow to compile in Python; it
-    made updating a few thousand customers the slowest step of a sync. Elsewhere (the
-    embedded SQLite), ``bulk_update``.
-    """
-    if not rows:
-        return
-    connection = connections[router.db_for_write(model)]
-    if connection.vendor != "postgresql":
-        # bulk_update writes every listed field of every object, so each carries the
-        # stored value of the fields it did not change.
-        objs = [model(pk=row["id"], **{f: row[f] for f in fields}) for row in rows]
-        model._default_manager.bulk_update(objs, list(fields), batch_size=1000)
-        return
-    from psycopg2.extras import execute_values
-
-    qn = connection.ops.quote_name
-    columns = [_field(model, name) for name in fields]
-    assignments = ", ".join(f"{qn(c.column)} = v.{qn(c.column)}" for c in columns)
-    names = ", ".join(qn(c.column) for c in columns)
-    template = "(%s::bigint, " + ", ".join(f"%s::{c.db_type(connection)}" for c in columns) + ")"
-    sql = (
-        f"UPDATE {qn(model._meta.db_table)} AS t SET {assignments} "
-        f"FROM (VALUES %s) AS v(id, {names}) WHERE t.id = v.id"
-    )
-    values = [
-        (
-            row["id"],
-            *(
-                c.get_db_prep_save(row[name], connection)
-                for c, name in zip(columns, fields, strict=True)
-            ),
-        )
-        for row in rows
-    ]
-    with connection.cursor() as cursor, connection.wrap_database_errors:
-        execute_values(cursor.cursor, sql, values, template=template, page_size=1000)

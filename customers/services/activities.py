@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from customers.hooks import Fact, announce
 from customers.models import Activity, ActivityKind, ActivitySource, Customer, Note, Staff
-from customers.services._upsert import UpsertResult, insert_rows
+from customers.services._bulk_sql import insert_rows
+from customers.services._upsert import UpsertResult
 
 
 @dataclass(frozen=True, kw_only=True)

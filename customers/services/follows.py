@@ -13,6 +13,7 @@ from customers.hooks import Fact, announce
 from customers.models import Activity, Follow
 from customers.services._upsert import UpsertResult, upsert_many
 from customers.services.customers import customers_refresh_status
+from customers.services.tags import customer_tags_sync
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +29,8 @@ class FollowInput:
     add_way: int = 0
     oper_userid: str = ""
     remark_mobiles: list[str] = field(default_factory=list)
+    tag_ids: list[int] = field(default_factory=list)
+    sync_digest: str = ""
     deleted_at: datetime | None = None
 
 
@@ -93,5 +96,6 @@ def follows_mark_deleted(*, follow_ids: Sequence[int], at: datetime, source: str
     )
     customers = {c for _pk, c, _s in rows}
     customers_refresh_status(customer_ids=customers, at=at)
+    customer_tags_sync(customer_ids=customers)
     announce(customers, Fact.FOLLOW, Fact.ACTIVITY)
     return len(rows)

@@ -3,14 +3,24 @@ customers, one at a time (dashboard, API) or reconciled per follow (WeCom)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.db import transaction
 
 from customers.hooks import Fact, announce
-from customers.models import ActivityKind, Customer, CustomerTag, Staff, Tag, TagGroup, TagSource
-from customers.services._upsert import insert_rows, save_changes, upsert_one
+from customers.models import (
+    ActivityKind,
+    Customer,
+    CustomerTag,
+    Follow,
+    Staff,
+    Tag,
+    TagGroup,
+    TagSource,
+)
+from customers.services._bulk_sql import insert_rows
+from customers.services._upsert import save_changes, upsert_one
 from customers.services.activities import activity_record
 
 
@@ -78,49 +88,48 @@ def tag_upsert(
 
 
 @transaction.atomic
-def follow_tags_reconcile(
-    *, wanted: Mapping[tuple[int, int], set[int]], source: str
-) -> tuple[int, int]:
-    """Make each (customer, staff) follow's tags of ``source`` exactly ``wanted``.
+def customer_tags_sync(*, customer_ids: Iterable[int]) -> tuple[int, int]:
+    """Make these customers' platform (WeCom) tags the union of their active follows'
+    ``tag_ids``: a tag is added when a follow carries it and removed when none does any
+    more. Local tags are left alone. Returns (added, removed).
 
-    The platform reports a follow's complete tag list, so a tag it no longer lists on that
-    follow is removed, unless another follow of the same customer still carries it (the
-    link then moves to that staff member). Returns (added, removed).
+    Computed per customer over all their follows, so the result does not depend on the
+    order in which a sync met them (a customer's follows span many pages).
     """
-    if not wanted:
+    ids = list(set(customer_ids))
+    if not ids:
         return 0, 0
-    customer_ids = {c for c, _ in wanted}
-    links = list(
-        CustomerTag.objects.filter(
-            customer_id__in=customer_ids, tag__group__source=source
-        ).values_list("id", "customer_id", "tag_id", "staff_id")
+    managed = set(Tag.objects.filter(group__source=TagSource.WECOM).values_list("id", flat=True))
+    wanted: dict[tuple[int, int], int | None] = {}
+    follows = Follow.objects.filter(customer_id__in=ids, deleted_at__isnull=True).order_by(
+        "added_at", "id"
     )
-    by_customer_tag = {(c, t): (link_id, s) for link_id, c, t, s in links}
-    wanted_by_customer: dict[int, set[int]] = {}
-    for (customer_id, _staff_id), tags in wanted.items():
-        wanted_by_customer.setdefault(customer_id, set()).update(tags)
-    to_delete = [
-        link_id
-        for link_id, c, t, s in links
-        if (c, s) in wanted
-        and t not in wanted[(c, s)]
-        and t not in wanted_by_customer.get(c, set())
-    ]
-    # Two follows of one customer in the batch may both add a tag: keep one link.
-    to_add = {
-        (c, t): {"customer_id": c, "tag_id": t, "staff_id": s}
-        for (c, s), tags in wanted.items()
-        for t in sorted(tags)
-        if (c, t) not in by_customer_tag
+    for customer_id, staff_id, tag_ids in follows.values_list("customer_id", "staff_id", "tag_ids"):
+        for tag_id in tag_ids or ():
+            if tag_id in managed:
+                # The earliest follow carrying a tag is recorded as who put it there.
+                wanted.setdefault((customer_id, tag_id), staff_id)
+    links = {
+        (c, t): pk
+        for pk, c, t in CustomerTag.objects.filter(
+            customer_id__in=ids, tag_id__in=managed
+        ).values_list("id", "customer_id", "tag_id")
     }
-    unique_add = list(to_add.values())
+    to_delete = [pk for key, pk in links.items() if key not in wanted]
+    to_add = [
+        {"customer_id": c, "tag_id": t, "staff_id": s}
+        for (c, t), s in wanted.items()
+        if (c, t) not in links
+    ]
     if to_delete:
         CustomerTag.objects.filter(pk__in=to_delete).delete()
-    insert_rows(CustomerTag, rows=unique_add, ignore_conflicts=True, returning=False)
+    insert_rows(CustomerTag, rows=to_add, ignore_conflicts=True, returning=False)
     deleted = set(to_delete)
-    touched = {c for c, _t in to_add} | {c for link_id, c, _t, _s in links if link_id in deleted}
+    touched = {c for c, _t in wanted if (c, _t) not in links} | {
+        c for (c, _t), pk in links.items() if pk in deleted
+    }
     announce(touched, Fact.TAG)
-    return len(unique_add), len(to_delete)
+    return len(to_add), len(to_delete)
 
 
 @transaction.atomic

@@ -174,7 +174,7 @@ def _expire_mid_run(sim: Simulator, client: WeComClient) -> None:
             sim.expire_tokens()
             expired = True
 
-    run = run_sync(client, flush_rows=50, after_flush=expire_once)
+    run = run_sync(client, flush_rows=50, prefetch_pages=1, after_flush=expire_once)
     assert run.status == SyncStatus.SUCCEEDED
     assert client.tokens.fetches == 2
     assert our_pairs() == wecom_pairs(sim)
