@@ -9,7 +9,7 @@ export DEBUG ?= 1
 # Variables that would point the SQLite pass at real services; it must not see them.
 SERVICE_VARS := DATABASE_URL REDIS_URL CELERY_BROKER_URL CELERY_RESULT_BACKEND
 
-.PHONY: install run test test-sqlite test-services lint fmt migrate seed clean
+.PHONY: install run test test-sqlite test-services lint fmt migrate seed clean bench-sync
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,12 @@ test-services: $(STAMP)
 	env -u CELERY_RESULT_BACKEND DATABASE_URL="$$TEST_DATABASE_URL" \
 		REDIS_URL="$$TEST_REDIS_URL" CELERY_BROKER_URL="$$TEST_REDIS_URL" \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# WeCom full sync from the simulator into PostgreSQL: 100,000 and 1,000,000 relationships.
+# BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/scrm_bench) is emptied.
+BENCH_SYNC_SIZES ?= --relationships 100000 --relationships 1000000
+bench-sync: $(STAMP)
+	env $(addprefix -u ,$(SERVICE_VARS)) $(BIN)/python -m bench.sync $(BENCH_SYNC_SIZES)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
