@@ -200,6 +200,8 @@ class WeComEvent(models.Model):
     attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
     error = models.TextField(_("error"), blank=True)
     received_at = models.DateTimeField(_("received at"), default=timezone.now)
+    #: When a worker last took it: the sweeper tells a dead worker's event by this.
+    claimed_at = models.DateTimeField(_("claimed at"), null=True, blank=True)
     processed_at = models.DateTimeField(_("processed at"), null=True, blank=True)
 
     class Meta:

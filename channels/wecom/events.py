@@ -13,9 +13,8 @@ The callback view only stores events; a worker runs :func:`event_process` for ea
 * **No network I/O inside a transaction**: WeCom is called first, then one atomic block
   writes.
 
-``processed_at`` is stamped when a worker claims the event (and again when it finishes):
-it is the only time the model keeps for "a worker started on this", which the sweeper
-needs to tell a dead worker's event from a live one.
+``claimed_at`` is stamped when a worker claims the event, ``processed_at`` when it
+finishes; the sweeper tells a dead worker's event by an old ``claimed_at``.
 """
 
 from __future__ import annotations
@@ -90,7 +89,7 @@ def event_claim(*, event_id: int) -> WeComEvent | None:
     to do: the event is gone, done, failed, ignored or another worker has it."""
     now = timezone.now()
     claimed = WeComEvent.objects.filter(pk=event_id, status=EventStatus.PENDING).update(
-        status=EventStatus.PROCESSING, attempts=F("attempts") + 1, processed_at=now
+        status=EventStatus.PROCESSING, attempts=F("attempts") + 1, claimed_at=now
     )
     if not claimed:
         status = WeComEvent.objects.filter(pk=event_id).values_list("status", flat=True).first()
@@ -107,7 +106,11 @@ def _finish(event: WeComEvent, status: str, error: str = "") -> None:
     # sweeper handed the event to another worker meanwhile, that worker's outcome wins.
     WeComEvent.objects.filter(
         pk=event.pk, status=EventStatus.PROCESSING, attempts=event.attempts
-    ).update(status=status, error=error[:2000], processed_at=timezone.now())
+    ).update(
+        status=status,
+        error=error[:2000],
+        processed_at=None if status == EventStatus.PENDING else timezone.now(),
+    )
 
 
 def event_process(*, event_id: int, client: WeComClient | None = None) -> str | None:
@@ -219,13 +222,9 @@ def _pair_deleted(ctx: _Context, *, payload: dict[str, Any] | None = None) -> in
     )
     if not follow_ids:
         return 0
-    deleted = follows_mark_deleted(follow_ids=follow_ids, at=ctx.at, source=ActivitySource.WECOM)
-    if payload and deleted:
-        customer_id = Customer.objects.filter(external_userid=ctx.external_userid).values_list(
-            "pk", flat=True
-        )[0]
-        _record(ctx, customer_id=customer_id, kind="contact_transferred", payload=payload)
-    return deleted
+    return follows_mark_deleted(
+        follow_ids=follow_ids, at=ctx.at, source=ActivitySource.WECOM, payload=payload
+    )
 
 
 def _record(ctx: _Context, *, customer_id: int, kind: str, payload: dict[str, Any]) -> None:
@@ -403,17 +402,17 @@ def events_requeue_stuck(*, now: datetime | None = None, limit: int = SWEEP_LIMI
     now = now or timezone.now()
     dead = list(
         WeComEvent.objects.filter(
-            status=EventStatus.PROCESSING, processed_at__lt=now - PROCESSING_STALE
+            status=EventStatus.PROCESSING, claimed_at__lt=now - PROCESSING_STALE
         ).values_list("pk", flat=True)[:limit]
     )
     if dead:
         reset = WeComEvent.objects.filter(
-            pk__in=dead, status=EventStatus.PROCESSING, processed_at__lt=now - PROCESSING_STALE
+            pk__in=dead, status=EventStatus.PROCESSING, claimed_at__lt=now - PROCESSING_STALE
         ).update(status=EventStatus.PENDING, error="requeued: its worker stopped")
         logger.warning("requeued %s WeCom events whose worker stopped", reset)
     return list(
         WeComEvent.objects.filter(status=EventStatus.PENDING)
-        .annotate(touched=Coalesce("processed_at", "received_at"))
+        .annotate(touched=Coalesce("claimed_at", "received_at"))
         .filter(touched__lt=now - PENDING_STALE)
         .order_by("received_at", "pk")
         .values_list("pk", flat=True)[:limit]

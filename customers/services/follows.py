@@ -3,14 +3,16 @@ channel code; ended relationships keep their row with ``deleted_at``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from typing import Any
 
 from django.db import transaction
 
 from customers.hooks import Fact, announce
 from customers.models import Activity, Follow
+from customers.services._bulk_sql import insert_rows
 from customers.services._upsert import UpsertResult, upsert_many
 from customers.services.customers import customers_refresh_status
 from customers.services.tags import customer_tags_sync
@@ -65,8 +67,15 @@ def follows_upsert(*, rows: Sequence[FollowInput]) -> UpsertResult:
 
 
 @transaction.atomic
-def follows_mark_deleted(*, follow_ids: Sequence[int], at: datetime, source: str) -> int:
-    """End these relationships (keeping their rows) and put it on the timeline."""
+def follows_mark_deleted(
+    *,
+    follow_ids: Sequence[int],
+    at: datetime,
+    source: str,
+    payload: Mapping[str, Any] | None = None,
+) -> int:
+    """End these relationships (keeping their rows) and put it on the timeline as
+    ``contact_deleted`` (with ``payload``, e.g. how it ended). Returns how many ended."""
     if not follow_ids:
         return 0
     rows = list(
@@ -78,21 +87,22 @@ def follows_mark_deleted(*, follow_ids: Sequence[int], at: datetime, source: str
         return 0
     Follow.objects.filter(pk__in=[pk for pk, _c, _s in rows]).update(deleted_at=at, updated_at=at)
     stamp = int(at.timestamp())
-    Activity.objects.bulk_create(
-        [
-            Activity(
-                customer_id=customer_id,
-                kind="contact_deleted",
-                occurred_at=at,
-                source=source,
-                staff_id=staff_id,
-                payload={"follow_id": pk},
-                idempotency_key=f"follow:{pk}:deleted:{stamp}",
-            )
+    insert_rows(
+        Activity,
+        rows=[
+            {
+                "customer_id": customer_id,
+                "kind": "contact_deleted",
+                "occurred_at": at,
+                "source": source,
+                "staff_id": staff_id,
+                "payload": {**(payload or {}), "follow_id": pk},
+                "idempotency_key": f"follow:{pk}:deleted:{stamp}",
+            }
             for pk, customer_id, staff_id in rows
         ],
         ignore_conflicts=True,
-        batch_size=1000,
+        returning=False,
     )
     customers = {c for _pk, c, _s in rows}
     customers_refresh_status(customer_ids=customers, at=at)
