@@ -6,19 +6,16 @@ import json
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, serializers, status
-from rest_framework.decorators import action
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, serializers
 from rest_framework.request import Request
-from rest_framework.response import Response
 
 from customers import services
 from customers.api.bulk import (
     BulkResultSerializer,
+    BulkWriteMixin,
     CustomerRefSerializer,
     RowErrors,
-    bulk_result,
-    bulk_rows,
     resolve_customers,
     resolve_ids,
     validate_rows,
@@ -130,44 +127,16 @@ def prepare_activities(
     return inputs, errors
 
 
-@extend_schema(tags=["activities"])
-class ActivityViewSet(mixins.ListModelMixin, ScrmViewSet[Activity]):
-    """Timeline events of the customers the caller may see."""
-
-    filterset_class = ActivityFilter
-    cursor_ordering = ("-occurred_at", "-id")
-
-    def get_queryset(self) -> QuerySet[Activity]:
-        return activity_visible_qs(self.request.user)
-
-    def get_serializer_class(self) -> type[serializers.BaseSerializer[Any]]:
-        if self.action in ("create", "bulk"):
-            return ActivityRowSerializer
-        return ActivitySerializer
-
-    def get_object(self) -> Activity:
-        return activity_get_for_user(self.request.user, self.kwargs.get("pk"))
-
-    def retrieve(self, request: Request, pk: str | None = None) -> Response:
-        return Response(ActivitySerializer(self.get_object()).data)
-
-    @extend_schema(
+@extend_schema_view(
+    create=extend_schema(
         request=ActivityRowSerializer,
         responses={
             200: OpenApiResponse(ActivitySerializer, "Already recorded (a replay)."),
             201: OpenApiResponse(ActivitySerializer, "Recorded."),
         },
         description="Record one event; a replay is stored once.",
-    )
-    def create(self, request: Request) -> Response:
-        inputs, errors = prepare_activities(request, [request.data])
-        errors.raise_for_single()
-        result = services.activities_record(rows=inputs)
-        code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
-        activity = activity_get_for_user(request.user, result.ids[0])
-        return Response(ActivitySerializer(activity).data, status=code)
-
-    @extend_schema(
+    ),
+    bulk=extend_schema(
         request=ActivityRowSerializer(many=True),
         responses={200: BulkResultSerializer},
         description=(
@@ -175,10 +144,19 @@ class ActivityViewSet(mixins.ListModelMixin, ScrmViewSet[Activity]):
             'JSON list of rows, or {"rows": [...]}. All or nothing, like orders/bulk. '
             "Replaying a body stores nothing new."
         ),
-    )
-    @action(detail=False, methods=["post"])
-    def bulk(self, request: Request) -> Response:
-        rows = bulk_rows(request.data)
-        inputs, errors = prepare_activities(request, rows)
-        errors.raise_for_rows(len(rows))
-        return Response(bulk_result(services.activities_record(rows=inputs)))
+    ),
+)
+@extend_schema(tags=["activities"])
+class ActivityViewSet(BulkWriteMixin, mixins.ListModelMixin, ScrmViewSet[Activity]):
+    """Timeline events of the customers the caller may see."""
+
+    filterset_class = ActivityFilter
+    cursor_ordering = ("-occurred_at", "-id")
+    row_serializer_class = ActivityRowSerializer
+    read_serializer_class = ActivitySerializer
+    prepare_rows = staticmethod(prepare_activities)
+    write_rows = staticmethod(services.activities_record)
+    get_for_user = staticmethod(activity_get_for_user)
+
+    def get_queryset(self) -> QuerySet[Activity]:
+        return activity_visible_qs(self.request.user)

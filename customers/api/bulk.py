@@ -12,16 +12,19 @@ unless every row is valid.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
-from rest_framework import serializers
+from rest_framework import serializers, status
+from rest_framework.decorators import action
 from rest_framework.exceptions import ErrorDetail
+from rest_framework.request import Request
+from rest_framework.response import Response
 
 from customers.selectors import customer_visible_qs
-from customers.services import customer_ids_by_external_id
+from customers.services import UpsertResult, customer_ids_by_external_id
 from scrm.api import InvalidRequest, RowsInvalid, id_field
 from scrm.roles import sees_everything
 
@@ -184,3 +187,48 @@ class BulkResultSerializer(serializers.Serializer):
     ids = serializers.ListField(
         child=serializers.IntegerField(), help_text="Stored ids, in the order of the rows."
     )
+
+
+class BulkWriteMixin:
+    """``retrieve``, ``create`` (one row) and ``bulk`` for a resource written by a bulk
+    service. A subclass sets its serializers and three functions: how rows are prepared
+    (``prepare_rows(request, rows) -> (inputs, errors)``), the service that writes them
+    (``write_rows(rows=inputs)``) and the access helper (``get_for_user(user, pk)``);
+    its OpenAPI texts go in ``extend_schema_view`` on the subclass.
+
+    The one-row create is the bulk path with one row, so both validate alike.
+    """
+
+    row_serializer_class: type[serializers.Serializer[Any]]
+    read_serializer_class: type[serializers.Serializer[Any]]
+    prepare_rows: Callable[[Request, list[Any]], tuple[list[Any], RowErrors]]
+    write_rows: Callable[..., UpsertResult]
+    get_for_user: Callable[[Any, Any], Any]
+    kwargs: dict[str, Any]
+
+    def get_serializer_class(self) -> type[serializers.BaseSerializer[Any]]:
+        if getattr(self, "action", None) in ("create", "bulk"):
+            return self.row_serializer_class
+        return self.read_serializer_class
+
+    def get_object(self) -> Any:
+        request: Request = getattr(self, "request")  # noqa: B009 - set by the viewset
+        return self.get_for_user(request.user, self.kwargs.get("pk"))
+
+    def retrieve(self, request: Request, pk: str | None = None) -> Response:
+        return Response(self.read_serializer_class(self.get_object()).data)
+
+    def create(self, request: Request) -> Response:
+        inputs, errors = self.prepare_rows(request, [request.data])
+        errors.raise_for_single()
+        result = self.write_rows(rows=inputs)
+        code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+        row = self.get_for_user(request.user, result.ids[0])
+        return Response(self.read_serializer_class(row).data, status=code)
+
+    @action(detail=False, methods=["post"])
+    def bulk(self, request: Request) -> Response:
+        rows = bulk_rows(request.data)
+        inputs, errors = self.prepare_rows(request, rows)
+        errors.raise_for_rows(len(rows))
+        return Response(bulk_result(self.write_rows(rows=inputs)))

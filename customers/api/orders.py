@@ -7,19 +7,16 @@ from decimal import Decimal
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, serializers, status
-from rest_framework.decorators import action
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, serializers
 from rest_framework.request import Request
-from rest_framework.response import Response
 
 from customers import services
 from customers.api.bulk import (
     BulkResultSerializer,
+    BulkWriteMixin,
     CustomerRefSerializer,
     RowErrors,
-    bulk_result,
-    bulk_rows,
     resolve_customers,
     resolve_ids,
     validate_rows,
@@ -146,45 +143,16 @@ def prepare_orders(
     return inputs, errors
 
 
-@extend_schema(tags=["orders"])
-class OrderViewSet(mixins.ListModelMixin, ScrmViewSet[Order]):
-    """Orders of the customers the caller may see. Store staff may record orders for
-    their own customers; operators and API clients for anyone."""
-
-    filterset_class = OrderFilter
-    cursor_ordering = ("-paid_at", "-id")
-
-    def get_queryset(self) -> QuerySet[Order]:
-        return order_visible_qs(self.request.user).select_related("customer")
-
-    def get_serializer_class(self) -> type[serializers.BaseSerializer[Any]]:
-        if self.action in ("create", "bulk"):
-            return OrderRowSerializer
-        return OrderSerializer
-
-    def get_object(self) -> Order:
-        return order_get_for_user(self.request.user, self.kwargs.get("pk"))
-
-    def retrieve(self, request: Request, pk: str | None = None) -> Response:
-        return Response(OrderSerializer(self.get_object()).data)
-
-    @extend_schema(
+@extend_schema_view(
+    create=extend_schema(
         request=OrderRowSerializer,
         responses={
             200: OpenApiResponse(OrderSerializer, "Updated, or unchanged (a replay)."),
             201: OpenApiResponse(OrderSerializer, "Created."),
         },
         description="Upsert one order by external_id; replaying it changes nothing.",
-    )
-    def create(self, request: Request) -> Response:
-        inputs, errors = prepare_orders(request, [request.data])
-        errors.raise_for_single()
-        result = services.orders_upsert(rows=inputs)
-        code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
-        order = order_get_for_user(request.user, result.ids[0])
-        return Response(OrderSerializer(order).data, status=code)
-
-    @extend_schema(
+    ),
+    bulk=extend_schema(
         request=OrderRowSerializer(many=True),
         responses={200: BulkResultSerializer},
         description=(
@@ -193,10 +161,20 @@ class OrderViewSet(mixins.ListModelMixin, ScrmViewSet[Order]):
             "the answer is 400 with error.rows = [{row: 0-based index, fields: {...}}] "
             "and nothing is stored. Replaying a body changes nothing."
         ),
-    )
-    @action(detail=False, methods=["post"])
-    def bulk(self, request: Request) -> Response:
-        rows = bulk_rows(request.data)
-        inputs, errors = prepare_orders(request, rows)
-        errors.raise_for_rows(len(rows))
-        return Response(bulk_result(services.orders_upsert(rows=inputs)))
+    ),
+)
+@extend_schema(tags=["orders"])
+class OrderViewSet(BulkWriteMixin, mixins.ListModelMixin, ScrmViewSet[Order]):
+    """Orders of the customers the caller may see. Store staff may record orders for
+    their own customers; operators and API clients for anyone."""
+
+    filterset_class = OrderFilter
+    cursor_ordering = ("-paid_at", "-id")
+    row_serializer_class = OrderRowSerializer
+    read_serializer_class = OrderSerializer
+    prepare_rows = staticmethod(prepare_orders)
+    write_rows = staticmethod(services.orders_upsert)
+    get_for_user = staticmethod(order_get_for_user)
+
+    def get_queryset(self) -> QuerySet[Order]:
+        return order_visible_qs(self.request.user).select_related("customer")
