@@ -18,6 +18,7 @@ from channels.models import ChannelCode, ChannelKind
 from channels.wecom.client import get_client
 from channels.wecom.simulator import Simulator
 from customers.models import Staff
+from tests.channels.wecom_support import point_app_at
 from tests.conftest import World, api_client_for
 from tests.factories import (
     ChannelFactory,
@@ -35,15 +36,7 @@ CODES = "/api/v1/channel-codes/"
 @pytest.fixture
 def sim(settings: Any) -> Iterator[Simulator]:
     with Simulator(contacts=20, staff=4, seed=17) as running:
-        settings.WECOM_API_BASE = running.api_base
-        settings.WECOM_CORP_ID = running.corp_id
-        settings.WECOM_SECRET = running.secret
-        settings.CACHES = {
-            "default": {
-                "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-                "LOCATION": f"api-codes-{uuid.uuid4().hex}",
-            }
-        }
+        point_app_at(settings, running)
         yield running
 
 

@@ -4,7 +4,6 @@ deactivate, referral codes; and the channel figures against a plain Python count
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -28,6 +27,7 @@ from channels.wecom.client import get_client
 from channels.wecom.errors import WeComTransientError
 from channels.wecom.simulator import Simulator
 from customers.models import Follow, Staff
+from tests.channels.wecom_support import point_app_at
 from tests.factories import (
     ChannelFactory,
     CustomerFactory,
@@ -45,15 +45,7 @@ pytestmark = pytest.mark.django_db
 def sim(settings: Any) -> Iterator[Simulator]:
     """A running simulator that get_client() talks to, with a token cache of its own."""
     with Simulator(contacts=20, staff=5, seed=3) as running:
-        settings.WECOM_API_BASE = running.api_base
-        settings.WECOM_CORP_ID = running.corp_id
-        settings.WECOM_SECRET = running.secret
-        settings.CACHES = {
-            "default": {
-                "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-                "LOCATION": f"codes-{uuid.uuid4().hex}",
-            }
-        }
+        point_app_at(settings, running)
         yield running
 
 

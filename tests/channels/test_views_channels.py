@@ -21,6 +21,7 @@ from channels import tasks
 from channels.models import ChannelCode, SyncRun, SyncStatus
 from channels.wecom.simulator import Simulator
 from customers.models import Staff
+from tests.channels.wecom_support import point_app_at
 from tests.conftest import World
 from tests.factories import (
     ChannelFactory,
@@ -45,15 +46,7 @@ def client_for(user: Any, **defaults: Any) -> Client:
 @pytest.fixture
 def sim(settings: Any) -> Iterator[Simulator]:
     with Simulator(contacts=20, staff=4, seed=11) as running:
-        settings.WECOM_API_BASE = running.api_base
-        settings.WECOM_CORP_ID = running.corp_id
-        settings.WECOM_SECRET = running.secret
-        settings.CACHES = {
-            "default": {
-                "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-                "LOCATION": f"views-{uuid.uuid4().hex}",
-            }
-        }
+        point_app_at(settings, running)
         yield running
 
 

@@ -23,7 +23,7 @@ from channels.wecom.simulator import (
     change_external_contact_xml,
     change_external_tag_xml,
 )
-from tests.channels.test_wecom_callbacks_support import (
+from tests.channels.wecom_support import (
     AES_KEY,
     CORP_ID,
     TOKEN,

@@ -12,7 +12,7 @@ from django.urls import reverse
 from channels.models import ChannelCode, EventStatus, WeComEvent
 from channels.tasks import process_wecom_event
 from customers.models import Activity, Customer, CustomerStatus, Staff
-from tests.channels.test_wecom_callbacks_support import WeCom, running_wecom
+from tests.channels.wecom_support import WeCom, running_wecom
 from tests.factories import ChannelFactory
 
 

@@ -31,7 +31,7 @@ from customers.models import (
     TagSource,
 )
 from customers.services import corp_tags_mirror
-from tests.channels.test_wecom_callbacks_support import (
+from tests.channels.wecom_support import (
     CORP_ID,
     WeCom,
     running_wecom,

@@ -19,7 +19,7 @@ from channels.wecom.welcome import (
     welcome_render,
 )
 from customers.models import Activity, Staff
-from tests.channels.test_wecom_callbacks_support import CORP_ID, WeCom, running_wecom
+from tests.channels.wecom_support import CORP_ID, WeCom, running_wecom
 from tests.factories import ChannelFactory
 
 pytestmark = pytest.mark.django_db

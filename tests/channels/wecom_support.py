@@ -85,17 +85,19 @@ def make_sim(**options: Any) -> Simulator:
 
 
 def point_app_at(settings: Any, sim: Simulator) -> None:
+    """Point the app (get_client(), the callback view) at ``sim``'s corp, with a token
+    cache of this test's own."""
     settings.WECOM_API_BASE = sim.api_base
-    settings.WECOM_CORP_ID = CORP_ID
-    settings.WECOM_SECRET = SECRET
-    settings.WECOM_TOKEN = TOKEN
-    settings.WECOM_AES_KEY = AES_KEY
+    settings.WECOM_CORP_ID = sim.corp_id
+    settings.WECOM_SECRET = sim.secret
+    settings.WECOM_TOKEN = sim.token
+    settings.WECOM_AES_KEY = sim.aes_key
     # Tokens and rate-limit counters of this test only (get_client() caches a client per
     # configuration, but its store is the default cache, resolved on each use).
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-            "LOCATION": f"wecom-callbacks-{uuid.uuid4().hex}",
+            "LOCATION": f"wecom-{uuid.uuid4().hex}",
         }
     }
 
