@@ -15,6 +15,7 @@ from django.utils.translation import pgettext_lazy
 from django_filters.fields import IsoDateTimeField
 
 from channels.models import Channel, ChannelCode, ChannelKind, SyncRun, SyncStatus
+from customers.filters import IdFilter
 
 
 class ChannelFilter(django_filters.FilterSet):
@@ -27,10 +28,10 @@ class ChannelFilter(django_filters.FilterSet):
 
 
 class ChannelCodeFilter(django_filters.FilterSet):
-    channel = django_filters.NumberFilter(field_name="channel_id", label=_("Channel"))
+    channel = IdFilter(field_name="channel_id", label=_("Channel"))
     is_active = django_filters.BooleanFilter(label=pgettext_lazy("switch", "Active"))
-    staff = django_filters.NumberFilter(method="filter_staff", label=_("Staff member"))
-    referrer = django_filters.NumberFilter(field_name="referrer_id", label=_("Referring customer"))
+    staff = IdFilter(method="filter_staff", label=_("Staff member"))
+    referrer = IdFilter(field_name="referrer_id", label=_("Referring customer"))
     state = django_filters.CharFilter(label=_("State"))
 
     class Meta:

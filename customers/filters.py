@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters
+from django import forms
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils.translation import gettext_lazy as _
 
@@ -26,6 +27,18 @@ from customers.models import (
 from customers.selectors import staff_visible_qs, store_visible_qs, tag_visible_qs
 
 
+class IdFilter(django_filters.NumberFilter):
+    """A row id: a whole number within a database key's range. A plain NumberFilter
+    accepts 1e30, which the database then refuses (an error page, not "no rows")."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", 2**63 - 1)
+        super().__init__(*args, **kwargs)
+
+
 class CustomerFilter(django_filters.FilterSet):
     q = django_filters.CharFilter(method="filter_search", label=_("Search"))
     status = django_filters.ChoiceFilter(choices=CustomerStatus.choices, label=_("Status"))
@@ -35,7 +48,7 @@ class CustomerFilter(django_filters.FilterSet):
     staff = django_filters.ModelChoiceFilter(
         queryset=Staff.objects.all(), method="filter_staff", label=_("Followed by")
     )
-    channel = django_filters.NumberFilter(field_name="source_channel_id", label=_("Channel"))
+    channel = IdFilter(field_name="source_channel_id", label=_("Channel"))
     tag = django_filters.ModelChoiceFilter(
         queryset=Tag.objects.all(), method="filter_tag", label=_("Tag")
     )
@@ -99,12 +112,12 @@ class CustomerFilter(django_filters.FilterSet):
 
 
 class OrderFilter(django_filters.FilterSet):
-    customer = django_filters.NumberFilter(field_name="customer_id")
+    customer = IdFilter(field_name="customer_id")
     customer_external_id = django_filters.CharFilter(field_name="customer__external_id")
     external_id = django_filters.CharFilter()
     status = django_filters.ChoiceFilter(choices=OrderStatus.choices)
     product_role = django_filters.ChoiceFilter(choices=ProductRole.choices)
-    store = django_filters.NumberFilter(field_name="store_id")
+    store = IdFilter(field_name="store_id")
     paid_after = django_filters.IsoDateTimeFilter(field_name="paid_at", lookup_expr="gte")
     paid_before = django_filters.IsoDateTimeFilter(field_name="paid_at", lookup_expr="lt")
 
@@ -114,7 +127,7 @@ class OrderFilter(django_filters.FilterSet):
 
 
 class ActivityFilter(django_filters.FilterSet):
-    customer = django_filters.NumberFilter(field_name="customer_id")
+    customer = IdFilter(field_name="customer_id")
     kind = django_filters.CharFilter()
     source = django_filters.CharFilter()
     occurred_after = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")

@@ -99,3 +99,21 @@ def test_customer_cannot_refer_themselves(world) -> None:
 
     with pytest.raises(ValidationError):
         customer_update(customer=world.customer_a, data={"referred_by_id": world.customer_a.pk})
+
+
+@pytest.mark.parametrize("value", ["1e30", "99999999999999999999999", "-5", "abc"])
+def test_out_of_range_ids_in_filters_never_reach_the_database(world, operator_user, value):
+    from django.test import Client
+
+    from tests.conftest import api_client_for
+
+    api = api_client_for(operator_user)
+    for path in (
+        "/api/v1/customers/?channel=",
+        "/api/v1/orders/?customer=",
+        "/api/v1/activities/?customer=",
+    ):
+        assert api.get(path + value).status_code == 400, path
+    page = Client()
+    page.force_login(operator_user)
+    assert page.get("/customers/?channel=" + value).status_code == 200
