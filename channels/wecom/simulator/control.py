@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from channels.wecom.simulator.actions import CorpActions
@@ -53,6 +53,7 @@ class Simulator(CorpActions):
         *,
         contacts: int = 1000,
         staff: int = 10,
+        staff_ids: Sequence[str] | None = None,
         seed: int = 1,
         relationships: int | None = None,
         idle_staff: int | None = None,
@@ -73,7 +74,9 @@ class Simulator(CorpActions):
         spec = DataSpec(
             seed=seed,
             contacts=contacts,
-            staff=staff,
+            # Explicit userids (the demo's staff) set the count.
+            staff=len(staff_ids) if staff_ids is not None else staff,
+            staff_ids=tuple(staff_ids) if staff_ids is not None else None,
             relationships=relationships,
             idle_staff=idle_staff,
             groups=groups,

@@ -193,6 +193,9 @@ class DataSpec:
     now: int | None = None
     #: The share of follows carrying a channel state, in percent.
     state_percent: int = 60
+    #: The follow users' userids (``staff`` of them); None: "staff0001", "staff0002", ...
+    #: The demo passes its own staff's userids so that synced contacts land on them.
+    staff_ids: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -229,8 +232,7 @@ class Dataset:
         if not 0 <= idle < spec.staff:
             raise ValueError("idle_staff must leave at least one active staff member")
         self.active_staff = spec.staff - idle
-        width = max(4, len(str(spec.staff)))
-        self.staff_ids = [f"staff{n:0{width}d}" for n in range(1, spec.staff + 1)]
+        self.staff_ids = _staff_ids(spec)
         staff_key = _seed_key(self.seed, "staff")
         self.staff_names = [self._person_name(mix64(staff_key + n), n) for n in range(spec.staff)]
         self.user_index = {u: n for n, u in enumerate(self.staff_ids)}
@@ -551,6 +553,25 @@ class FollowData:
     oper_userid: str = ""
     add_way: int = 0
     state: str = ""
+
+
+def _staff_ids(spec: DataSpec) -> list[str]:
+    if spec.staff_ids is None:
+        width = max(4, len(str(spec.staff)))
+        return [f"staff{n:0{width}d}" for n in range(1, spec.staff + 1)]
+    ids = list(spec.staff_ids)
+    if len(ids) != spec.staff:
+        raise ValueError(f"{len(ids)} staff userids given for {spec.staff} staff")
+    if len(set(ids)) != len(ids):
+        raise ValueError("staff userids must be unique")
+    for userid in ids:
+        # WeCom userids are 1-64 characters; batch_row_text() pastes them into JSON
+        # unescaped, so they must need no escaping either.
+        if not 0 < len(userid) <= 64 or any(c in userid for c in '"\\') or not userid.isprintable():
+            raise ValueError(f"{userid!r} is not a usable WeCom userid")
+        if len(userid) == 32 and userid.startswith("wm"):
+            raise ValueError(f"{userid!r} looks like an external_userid")
+    return ids
 
 
 def _today_midnight_cst() -> int:
