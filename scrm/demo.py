@@ -358,6 +358,26 @@ def _staff_plan(rng: random.Random) -> list[StaffSpec]:
     return staff
 
 
+def demo_channel_specs() -> list[ChannelSpec]:
+    """The demo's channels; ``state`` is the state of each one's WeCom channel code."""
+    return [
+        ChannelSpec(name, kind, Decimal(cost), f"demo-ch{i:02d}", f"演示渠道：{name}")
+        for i, (name, kind, cost, _w, _p) in enumerate(CHANNELS, start=1)
+    ]
+
+
+def demo_code_channels() -> list[ChannelSpec]:
+    """The channels that get a channel code (a 「联系我」 QR code) in the demo's WeCom: all
+    but the referral channel, whose codes are each customer's own (``referral_code_for``)."""
+    return [c for c in demo_channel_specs() if c.name != REFERRAL_CHANNEL]
+
+
+def demo_wecom_userids() -> list[str]:
+    """The WeCom userids of the demo's store managers and clerks: the follow users of the
+    demo's WeCom corp (the operator serves no customers). They depend on no seed."""
+    return [s.userid for s in _staff_plan(random.Random(DEFAULT_SEED)) if s.store_code]
+
+
 @dataclass
 class _Acc:
     """Mutable lists filled while planning, frozen into a :class:`DemoPlan` at the end."""
@@ -399,10 +419,7 @@ def demo_plan(
         if member.store_code:
             # Clerks serve most customers; the manager keeps a few regulars.
             sellers[member.store_code].append((member.userid, 1 if member.role == "manager" else 4))
-    channels = [
-        ChannelSpec(name, kind, Decimal(cost), f"demo-ch{i:02d}", f"演示渠道：{name}")
-        for i, (name, kind, cost, _w, _p) in enumerate(CHANNELS, start=1)
-    ]
+    channels = demo_channel_specs()
     state_of = {c.name: c.state for c in channels}
     buy_rate = {name: p for name, _k, _c, _w, p in CHANNELS}
     source_weights = [(name, float(w)) for name, _k, _c, w, _p in CHANNELS if w]

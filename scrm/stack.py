@@ -1,8 +1,8 @@
-"""Run the whole product as one foreground command: web server, Celery worker, Celery beat.
+"""Run the whole product as one foreground command: web server, Celery worker, Celery beat
+and, for the demo, the WeCom simulator.
 
 ``manage.py runstack`` (and so ``make run``) uses this. Each process is a
-:class:`ProcessSpec` in the list :func:`default_processes` returns; adding one (the WeCom
-simulator, say) is one more entry. The supervisor:
+:class:`ProcessSpec` in the list :func:`default_processes` returns. The supervisor:
 
 * starts every process in its own session, so that Ctrl-C reaches only the supervisor,
   which then stops the children in order instead of all of them dying at once mid-write;
@@ -10,7 +10,10 @@ simulator, say) is one more entry. The supervisor:
 * on SIGINT/SIGTERM sends SIGTERM to each process, waits, then SIGKILLs what is left of
   its process group;
 * when one process dies on its own, stops the others and exits non-zero, so a broken
-  worker is never hidden behind a web server that still answers.
+  worker is never hidden behind a web server that still answers;
+* runs one-shot helpers on request (:meth:`Stack.start_oneshot`, e.g. the demo's WeCom
+  set-up once the web answers): prefixed output too, their exit is reported but stops
+  nothing, and they are stopped with the rest.
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import TextIO
+
+MANAGE_PY = Path(__file__).resolve().parent.parent / "manage.py"
 
 
 @dataclass(frozen=True)
@@ -40,12 +46,61 @@ class ProcessSpec:
     env: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SimulatorSpec:
+    """How the stack runs the WeCom simulator (``manage.py wecom_simulator``)."""
+
+    port: int
+    contacts: int
+    staff_ids: Sequence[str]
+    states: Sequence[str]
+    callback_url: str
+    seed: int = 1
+    #: The generated corp's "now" (epoch seconds); None: today's midnight.
+    now: int | None = None
+    #: JSON file of contact ways to restore (the app's channel codes), or None.
+    contact_ways: Path | None = None
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/cgi-bin/"
+
+    def process(self) -> ProcessSpec:
+        argv = [
+            sys.executable, str(MANAGE_PY), "wecom_simulator",
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--contacts", str(self.contacts),
+            "--staff-ids", ",".join(self.staff_ids),
+            "--idle-staff", "0",
+            "--seed", str(self.seed),
+            "--callback-url", self.callback_url,
+        ]  # fmt: skip
+        if self.states:
+            argv += ["--states", ",".join(self.states)]
+        if self.now is not None:
+            argv += ["--now", str(self.now)]
+        if self.contact_ways is not None:
+            argv += ["--contact-ways", str(self.contact_ways)]
+        return ProcessSpec("wecom", argv)
+
+
 def default_processes(
-    *, bind: str = "127.0.0.1:8000", web_workers: int = 2, concurrency: int = 2
+    *,
+    bind: str = "127.0.0.1:8000",
+    web_workers: int = 2,
+    concurrency: int = 2,
+    simulator: SimulatorSpec | None = None,
 ) -> list[ProcessSpec]:
-    """The product's processes, each started with this interpreter (the project's venv)."""
+    """The product's processes, each started with this interpreter (the project's venv).
+
+    With ``simulator``, the WeCom simulator comes first (so it answers before anyone
+    calls it) and every process gets ``WECOM_API_BASE`` pointing at it; the WeCom
+    credentials are the settings' own in every process, so tokens and callback
+    signatures match on both sides.
+    """
     python = sys.executable
-    return [
+    specs = [
         ProcessSpec(
             "web",
             [
@@ -73,15 +128,34 @@ def default_processes(
         ),
         ProcessSpec("beat", [python, "-m", "celery", "-A", "scrm", "beat", "--loglevel", "INFO"]),
     ]  # fmt: skip
+    if simulator is None:
+        return specs
+    env = {"WECOM_API_BASE": simulator.api_base}
+    return [
+        ProcessSpec(spec.name, spec.argv, {**spec.env, **env})
+        for spec in [simulator.process(), *specs]
+    ]
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+# Loaded here, not in the child: a one-shot helper is forked while other threads run,
+# and dlopen() between fork and exec could wait for a loader lock one of them held.
+_LIBC = _load_libc()
 
 
 def _die_with_parent() -> None:
     # Linux only: if the supervisor is SIGKILLed (no chance to clean up), the kernel
     # sends each child SIGTERM, so no orphan keeps port 8000 or the broker busy.
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError):
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 class Stack:
@@ -105,8 +179,11 @@ class Stack:
         self.stop_timeout = stop_timeout
         self.on_started = on_started
         self.procs: dict[str, subprocess.Popen[str]] = {}
+        self.oneshots: dict[str, subprocess.Popen[str]] = {}
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
+        self._spawn_lock = threading.Lock()
+        self._pending: list[ProcessSpec] = []
         self._readers: list[threading.Thread] = []
         self._width = max(len(n) for n in names)
 
@@ -121,6 +198,12 @@ class Stack:
         assert proc.stdout is not None
         for line in proc.stdout:
             self.say(name, line)
+
+    def _pump_oneshot(self, name: str, proc: subprocess.Popen[str]) -> None:
+        self._pump(name, proc)
+        code = proc.wait()
+        if not self.stopping:
+            self.say(name, f"finished (code {code})")
 
     # -- control ---------------------------------------------------------------------
 
@@ -148,25 +231,59 @@ class Stack:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
+    @staticmethod
+    def _spawn(spec: ProcessSpec) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            list(spec.argv),
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **spec.env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            bufsize=1,
+            start_new_session=True,
+            # The function only calls prctl through a libc loaded beforehand: nothing in
+            # the child can wait for a lock another thread of ours held at the fork.
+            preexec_fn=_die_with_parent,
+        )
+
+    def start_oneshot(self, spec: ProcessSpec) -> None:
+        """Ask for a helper that is meant to finish (thread-safe; ignored once stopping).
+
+        Its output is prefixed like the others' and its exit reported, but unlike the
+        stack's own processes its exit stops nothing; it is stopped with the rest. The
+        supervisor's main thread starts it within 0.2 s: Linux delivers PDEATHSIG when the
+        *thread* that forked a child ends, so a helper forked by a short-lived thread (the
+        health probe, say) would be killed the moment that thread returned.
+        """
+        if any(spec.name == s.name for s in self.specs):
+            raise ValueError(f"{spec.name!r} is already a process of the stack")
+        with self._spawn_lock:
+            if not self.stopping and spec.name not in self.oneshots:
+                self._pending.append(spec)
+
+    def _start_pending(self) -> None:
+        with self._spawn_lock:
+            pending, self._pending = self._pending, []
+            for spec in pending:
+                if self.stopping or spec.name in self.oneshots:
+                    continue
+                proc = self._spawn(spec)
+                self.oneshots[spec.name] = proc
+                self.say(spec.name, f"started (pid {proc.pid}): {' '.join(spec.argv)}")
+                reader = threading.Thread(
+                    target=self._pump_oneshot, args=(spec.name, proc), daemon=True
+                )
+                reader.start()
+                self._readers.append(reader)
+
     def _run(self) -> int:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         try:
             for spec in self.specs:
                 if self.stopping:
                     break
-                proc = subprocess.Popen(
-                    list(spec.argv),
-                    env={**env, **spec.env},
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    errors="replace",
-                    bufsize=1,
-                    start_new_session=True,
-                    # Safe here: the output threads start only after every fork.
-                    preexec_fn=_die_with_parent,
-                )
+                proc = self._spawn(spec)
                 self.procs[spec.name] = proc
                 self.say(spec.name, f"started (pid {proc.pid}): {' '.join(spec.argv)}")
             for name, proc in self.procs.items():
@@ -182,6 +299,8 @@ class Stack:
 
     def _watch(self) -> int:
         while not self.stop_event.wait(0.2):
+            if self._pending:
+                self._start_pending()
             for name, proc in self.procs.items():
                 rc = proc.poll()
                 if rc is not None:
@@ -190,7 +309,11 @@ class Stack:
         return 0
 
     def _shutdown(self) -> None:
-        alive = {n: p for n, p in self.procs.items() if p.poll() is None}
+        with self._spawn_lock:
+            # No one-shot starts from here on (start_oneshot checks under this lock).
+            self.stop_event.set()
+            oneshots = dict(self.oneshots)
+        alive = {n: p for n, p in [*oneshots.items(), *self.procs.items()] if p.poll() is None}
         for name, proc in alive.items():
             # Only the master: gunicorn and Celery stop their own children gracefully
             # (finishing the request or task in hand), which a group-wide TERM would cut.
@@ -207,13 +330,12 @@ class Stack:
                 proc.wait()
         # A master that exited may leave children in its group (a prefork pool process
         # mid-task); they belong to nobody now, so they go too.
-        for proc in self.procs.values():
+        for proc in [*oneshots.values(), *self.procs.values()]:
             self._killpg(proc, signal.SIGKILL)
-        for reader in self._readers:
+        for reader in list(self._readers):
             reader.join(timeout=2)
-        for name, proc in self.procs.items():
-            if name in alive:
-                self.say(name, f"stopped (code {proc.returncode})")
+        for name, proc in alive.items():
+            self.say(name, f"stopped (code {proc.returncode})")
 
     @staticmethod
     def _killpg(proc: subprocess.Popen[str], signum: int) -> None:

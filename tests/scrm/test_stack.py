@@ -4,20 +4,27 @@ the real web server, worker and beat."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from scrm.stack import ProcessSpec, Stack, default_processes
+from scrm.management.commands.runstack import local_url, simulator_wanted
+from scrm.stack import ProcessSpec, SimulatorSpec, Stack, default_processes
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -161,6 +168,57 @@ def test_children_die_with_a_killed_supervisor() -> None:
     assert not any(_alive(pid) for pid in pids)
 
 
+def test_a_oneshot_started_from_a_passing_thread_runs_to_its_end_without_stopping_the_stack() -> (
+    None
+):
+    out = io.StringIO()
+    helper = ProcessSpec("helper", _py("import time; time.sleep(1); print('did it', flush=True)"))
+
+    def start_then_stop(stack: Stack) -> None:
+        # The thread that asks ends at once: the helper must not die with it (PDEATHSIG
+        # follows the forking thread, which is why the supervisor's main thread forks).
+        threading.Thread(target=stack.start_oneshot, args=(helper,)).start()
+
+        def stop_once_finished() -> None:
+            deadline = time.monotonic() + 20
+            while "finished (code" not in out.getvalue() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stack.request_stop()
+
+        threading.Thread(target=stop_once_finished, daemon=True).start()
+
+    stack = Stack([ProcessSpec("sleeper", SLEEPER)], out=out, on_started=start_then_stop)
+
+    code = stack.run()
+
+    text = out.getvalue()
+    assert code == 0, text
+    assert "helper  | did it" in text
+    assert "helper  | finished (code 0)" in text
+    assert "exited with code" not in text
+
+
+def test_a_oneshot_still_running_is_stopped_with_the_stack() -> None:
+    out = io.StringIO()
+
+    def start(stack: Stack) -> None:
+        stack.start_oneshot(ProcessSpec("helper", SLEEPER))
+        _stop_when(stack, out, r"\| ready")
+
+    stack = Stack([ProcessSpec("sleeper", SLEEPER)], out=out, on_started=start)
+
+    assert stack.run() == 0
+    assert "helper  | stopped (code" in out.getvalue()
+    assert stack.oneshots["helper"].poll() is not None
+
+
+def test_a_oneshot_cannot_take_a_process_name() -> None:
+    stack = Stack([ProcessSpec("web", SLEEPER)], out=io.StringIO())
+
+    with pytest.raises(ValueError, match="already a process"):
+        stack.start_oneshot(ProcessSpec("web", SLEEPER))
+
+
 def test_default_processes_are_web_worker_and_beat_on_this_interpreter() -> None:
     specs = default_processes(bind="127.0.0.1:9999", web_workers=3, concurrency=4)
 
@@ -171,6 +229,44 @@ def test_default_processes_are_web_worker_and_beat_on_this_interpreter() -> None
     assert "celery -A scrm worker" in worker
     assert "--concurrency 4" in worker
     assert "celery -A scrm beat" in beat
+    assert all("WECOM_API_BASE" not in s.env for s in specs)
+
+
+def test_with_a_simulator_it_starts_first_and_every_process_calls_it() -> None:
+    simulator = SimulatorSpec(
+        port=8911,
+        contacts=42,
+        staff_ids=["demo-a", "demo-b"],
+        states=["s1", "s2"],
+        callback_url="http://127.0.0.1:8000/wecom/callback/",
+        now=1_700_000_000,
+    )
+
+    specs = default_processes(simulator=simulator)
+
+    assert [s.name for s in specs] == ["wecom", "web", "worker", "beat"]
+    assert all(s.env["WECOM_API_BASE"] == "http://127.0.0.1:8911/cgi-bin/" for s in specs)
+    argv = " ".join(specs[0].argv)
+    assert "manage.py wecom_simulator --host 127.0.0.1 --port 8911 --contacts 42" in argv
+    assert "--staff-ids demo-a,demo-b --idle-staff 0" in argv
+    assert "--callback-url http://127.0.0.1:8000/wecom/callback/" in argv
+    assert "--states s1,s2 --now 1700000000" in argv
+    assert "--contact-ways" not in argv
+
+
+def test_the_simulator_runs_unless_wecom_api_base_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WECOM_API_BASE", raising=False)
+    assert simulator_wanted(disabled=False)
+    assert not simulator_wanted(disabled=True)
+
+    monkeypatch.setenv("WECOM_API_BASE", "https://qyapi.weixin.qq.com/cgi-bin/")
+    assert not simulator_wanted(disabled=False)
+
+
+def test_callbacks_go_to_the_local_address_of_the_bind() -> None:
+    assert local_url("127.0.0.1:8000") == "http://127.0.0.1:8000/"
+    assert local_url("0.0.0.0:9000") == "http://127.0.0.1:9000/"
+    assert local_url("localhost:8000") == "http://localhost:8000/"
 
 
 def _free_port() -> int:
@@ -179,17 +275,36 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+SERVICE_VARS = {
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND",
+    "WECOM_API_BASE",
+}
+
+
+def _stack_env(var_dir: Path, simulator_port: int) -> dict[str, str]:
+    """The embedded defaults (SQLite, the filesystem broker, the simulator) in ``var_dir``."""
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
+    env.update(
+        {
+            "DEBUG": "1",
+            "SCRM_VAR_DIR": str(var_dir),
+            "PYTHONUNBUFFERED": "1",
+            "SCRM_SIMULATOR_PORT": str(simulator_port),
+        }
+    )
+    return env
+
+
 def test_runstack_serves_healthz_and_login_with_a_worker_and_stops_on_sigterm(
     tmp_path: Path,
 ) -> None:
-    """What `make run` promises, on the embedded defaults: SQLite, the filesystem broker."""
+    """What `make run` promises, on the embedded defaults: SQLite, the filesystem broker.
+    Here on a database that is not even migrated: the WeCom demo set-up skips itself."""
     port = _free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}
-    }
-    env.update({"DEBUG": "1", "SCRM_VAR_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"})
+    env = _stack_env(tmp_path, _free_port())
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "runstack", "--bind", f"127.0.0.1:{port}"],
         cwd=ROOT,
@@ -222,5 +337,98 @@ def test_runstack_serves_healthz_and_login_with_a_worker_and_stops_on_sigterm(
         reader.join(timeout=5)
     output = "".join(lines)
     assert "beat   | " in output
-    for name in ("web", "worker", "beat"):
+    for name in ("wecom", "web", "worker", "beat"):
         assert re.search(rf"^{name}\s+\| stopped \(code", output, re.MULTILINE), output
+
+
+def _poll(probe: Callable[[], T | None], timeout: float, what: Callable[[], str]) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found is not None:
+            return found
+        assert time.monotonic() < deadline, what()
+        time.sleep(0.2)
+
+
+def test_make_run_brings_up_the_demo_wecom_corp_codes_sync_and_callbacks(tmp_path: Path) -> None:
+    """`make run` end to end on a small demo: the simulator's corp is synced by the worker,
+    the demo channels' codes exist with QR images, and a customer who scans a code in the
+    simulator arrives through a signed callback, attributed to the code's channel."""
+    port, sim_port = _free_port(), _free_port()
+    env = _stack_env(tmp_path, sim_port)
+    manage = [sys.executable, "manage.py"]
+    for step in (["migrate", "--noinput"], ["seed_demo", "--customers", "40"]):
+        subprocess.run([*manage, *step], cwd=ROOT, env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(
+        [*manage, "runstack", "--bind", f"127.0.0.1:{port}", "--simulator-contacts", "150"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+
+    def output() -> str:
+        return "".join(lines)
+
+    def line(pattern: str) -> re.Match[str] | None:
+        assert proc.poll() is None, output()
+        return re.search(pattern, output(), re.MULTILINE)
+
+    sim = f"http://127.0.0.1:{sim_port}/"
+    db = tmp_path / "scrm.sqlite3"
+    try:
+        synced = _poll(
+            lambda: line(
+                r"^demo +\| WeCom sync #1 succeeded .*: (\d+) WeCom customers; "
+                r"follows WeCom (\d+) vs ours (\d+)"
+            ),
+            90,
+            output,
+        )
+        assert synced.group(2) == synced.group(3), output()
+        assert int(synced.group(1)) == 150
+        assert line(r"^demo +\| WeCom: 9 channel codes \(9 created, 0 already there\)")
+        assert _poll(lambda: line(r"^demo +\| finished \(code 0\)"), 10, output)
+        with sqlite3.connect(db) as conn:
+            qr = conn.execute("SELECT qr_code FROM channels_channelcode WHERE state='demo-ch01'")
+            qr_url = qr.fetchone()[0]
+        assert qr_url.startswith(f"{sim}qr/")
+        with urllib.request.urlopen(qr_url, timeout=10) as image:
+            assert image.headers["Content-Type"] == "image/png"
+            assert image.read(8) == b"\x89PNG\r\n\x1a\n"
+
+        scan = urllib.request.Request(
+            f"{sim}__sim__/contacts/add",
+            data=json.dumps({"userid": "demo-sh-clerk1", "state": "demo-ch01"}).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(scan, timeout=10) as answer:
+            added = json.load(answer)
+        assert added["callback"]["status"] == 200, added
+
+        def arrived() -> tuple[str, str] | None:
+            with sqlite3.connect(db) as conn:
+                row = conn.execute(
+                    "SELECT ch.name, s.wecom_userid FROM customers_customer c "
+                    "JOIN channels_channel ch ON ch.id = c.source_channel_id "
+                    "JOIN customers_follow f ON f.customer_id = c.id "
+                    "JOIN customers_staff s ON s.id = f.staff_id "
+                    "WHERE c.external_userid = ?",
+                    (added["external_userid"],),
+                ).fetchone()
+            return (str(row[0]), str(row[1])) if row else None
+
+        assert _poll(arrived, 20, output) == ("门店扫码", "demo-sh-clerk1")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, output()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        reader.join(timeout=5)
+    for name in ("wecom", "web", "worker", "beat"):
+        assert re.search(rf"^{name}\s+\| stopped \(code 0\)", output(), re.MULTILINE), output()
