@@ -10,6 +10,11 @@ separate process, so it must be told that database's name) and consumes a queue 
 this session only, so a stale message from an aborted run, or another worker on the same
 Redis, never meets these tests. Tests use ``django_db(transaction=True)``: the worker can
 only see committed rows.
+
+A WeCom simulator runs in this process for the whole session (``wecom_simulator``), and
+the worker is started pointed at it (``WECOM_API_BASE`` and the corp's credentials, a corp
+id of this session's own so no token cached by an earlier run is ever offered); the
+``wecom`` fixture points this process's settings at it too and resets its corp.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from celery.result import AsyncResult
 from django.conf import settings
 from django.db import connection
 
+from channels.wecom.simulator import Simulator
 from scrm.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,12 +171,62 @@ def _test_database_url() -> str:
     return urlunsplit(parts._replace(path="/" + str(connection.settings_dict["NAME"])))
 
 
+#: The simulated corp's credentials (the corp id gets a per-session suffix).
+WECOM_SECRET = "integration-secret-000000000000000000000"
+WECOM_TOKEN = "integrationtoken"
+WECOM_AES_KEY = "IntegrationKey0123456789abcdefghijklmnopqrs"
+
+
+@pytest.fixture(scope="session")
+def wecom_simulator(_integration_services: None) -> Iterator[Simulator]:
+    """A small WeCom corp served from this process for the whole session: 4 staff, 60
+    customers, exactly 100 relationships. Tests reset it (see ``wecom``)."""
+    sim = Simulator(
+        contacts=60,
+        staff=4,
+        relationships=100,
+        seed=11,
+        corp_id=f"wwit{uuid.uuid4().hex[:14]}",
+        secret=WECOM_SECRET,
+        token=WECOM_TOKEN,
+        aes_key=WECOM_AES_KEY,
+    )
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+def wecom_env(sim: Simulator) -> dict[str, str]:
+    """The settings' environment variables that point a process at ``sim``."""
+    return {
+        "WECOM_API_BASE": sim.api_base,
+        "WECOM_CORP_ID": sim.corp_id,
+        "WECOM_SECRET": sim.secret,
+        "WECOM_TOKEN": sim.token,
+        "WECOM_AES_KEY": sim.aes_key,
+    }
+
+
+@pytest.fixture
+def wecom(wecom_simulator: Simulator, settings: Any) -> Simulator:
+    """The session's simulator, back to its generated corp, with this process's settings
+    pointed at it exactly as the worker's environment is."""
+    wecom_simulator.reset()
+    wecom_simulator.clear_injections()
+    for name, value in wecom_env(wecom_simulator).items():
+        setattr(settings, name, value)
+    return wecom_simulator
+
+
 @pytest.fixture(scope="session")
 def celery_worker(
     _integration_services: None,
     django_db_setup: None,
     django_db_blocker: Any,
     tmp_path_factory: pytest.TempPathFactory,
+    wecom_simulator: Simulator,
 ) -> Iterator[Worker]:
     """A real worker process on the test database, consuming this session's own queue.
 
@@ -191,6 +247,7 @@ def celery_worker(
         "CELERY_RESULT_BACKEND": redis_url,
         "SCRM_VAR_DIR": str(tmp_path_factory.mktemp("worker-var")),
         "PYTHONUNBUFFERED": "1",
+        **wecom_env(wecom_simulator),
     }
     argv = [
         sys.executable, "-m", "celery", "-A", "scrm", "worker",
