@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 FINISHED = (EventStatus.DONE, EventStatus.FAILED, EventStatus.IGNORED)
 
 
-def _post(sim: Simulator, body: str, params: dict[str, str]) -> None:
+def _post(body: str, params: dict[str, str]) -> None:
     response = Client().post(
         f"{reverse('wecom-callback')}?{urlencode(params)}", data=body, content_type="text/xml"
     )
@@ -60,7 +60,7 @@ def test_a_signed_add_event_is_processed_by_the_worker_once(
     sealed = CallbackEmitter(corp_id=wecom.corp_id, token=wecom.token, aes_key=wecom.aes_key)
     body, params = sealed.seal(xml)
 
-    _post(wecom, body, params)
+    _post(body, params)
     event = celery_worker.wait_for(
         lambda: WeComEvent.objects.filter(status__in=FINISHED).first(), timeout=20
     )
@@ -76,8 +76,8 @@ def test_a_signed_add_event_is_processed_by_the_worker_once(
     assert connection.vendor == "postgresql"
 
     # WeCom redelivers (same body, and sealed afresh), and the task arrives twice.
-    _post(wecom, body, params)
-    _post(wecom, *sealed.seal(xml))
+    _post(body, params)
+    _post(*sealed.seal(xml))
     process_wecom_event.delay(event.pk)
     celery_worker.wait_for(
         lambda: (
