@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from channels.models import ChannelCode, SyncSeenFollow
@@ -34,6 +34,7 @@ from customers.services import (
     staff_bulk_ensure,
 )
 from customers.services._bulk_sql import insert_rows
+from customers.services.contacts_pg import ContactFollowInput, contact_follows_apply_pg
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +217,12 @@ def contacts_apply(
     digests = [r.digest(salt) for r in rows]
     unchanged = _unchanged_follows(rows, digests, directory)
     changed = [(r, d) for r, d in zip(rows, digests, strict=True) if d not in unchanged]
-    _apply_changed(changed, directory, result, record_added=record_added)
+    if connection.vendor == "postgresql":
+        # Same results, set-based: the portable path below stays the reference (and
+        # SQLite's), tests/channels/test_wecom_contacts_pg.py compares the two.
+        _apply_changed_pg(changed, directory, result, record_added=record_added)
+    else:
+        _apply_changed(changed, directory, result, record_added=record_added)
     if run_id is not None:
         seen = {*unchanged.values(), *result.follow_ids}
         insert_rows(
@@ -240,6 +246,47 @@ def _unchanged_follows(
     ).values_list("sync_digest", "id")
     known = {digest: pk for digest, pk in stored if digest}
     return {d: known[d] for d in digests if d in known}
+
+
+def _apply_changed_pg(
+    changed: Sequence[tuple[ContactRow, str]],
+    directory: Directory,
+    result: ApplyResult,
+    *,
+    record_added: bool,
+) -> None:
+    if not changed:
+        return
+    codes, tags, staff = directory.codes, directory.tags, directory.staff
+    inputs = []
+    for r, digest in changed:
+        code = codes.get(r.state)
+        inputs.append(
+            ContactFollowInput(
+                external_userid=r.external_userid,
+                name=r.name,
+                avatar=r.avatar,
+                gender=r.gender,
+                unionid=r.unionid,
+                staff_id=staff[r.userid],
+                userid=r.userid,
+                added_at=r.added_at,
+                remark=r.remark,
+                description=r.description,
+                remark_mobiles=r.remark_mobiles,
+                add_way=r.add_way,
+                state=r.state,
+                oper_userid=r.oper_userid,
+                tag_ids=sorted({tags[t] for t in r.tag_ids if t in tags}),
+                source_channel_id=code[0] if code else None,
+                referred_by_id=code[1] if code else None,
+                sync_digest=digest,
+            )
+        )
+    applied = contact_follows_apply_pg(rows=inputs, record_added=record_added)
+    result.created += applied.customers_created + applied.follows_created
+    result.updated += applied.customers_updated + applied.follows_updated
+    result.follow_ids = applied.follow_ids
 
 
 def _apply_changed(
