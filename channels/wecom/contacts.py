@@ -193,6 +193,13 @@ def _contact_inputs(rows: Sequence[ContactRow], directory: Directory) -> list[Co
     return inputs
 
 
+def _set_based() -> bool:
+    """PostgreSQL applies rows set-based (customers.services.contacts_pg); the portable
+    path stays for SQLite and as the reference that
+    tests/channels/test_wecom_contacts_pg.py compares it with."""
+    return connection.vendor == "postgresql"
+
+
 @transaction.atomic
 def contacts_apply(
     *,
@@ -217,9 +224,7 @@ def contacts_apply(
     digests = [r.digest(salt) for r in rows]
     unchanged = _unchanged_follows(rows, digests, directory)
     changed = [(r, d) for r, d in zip(rows, digests, strict=True) if d not in unchanged]
-    if connection.vendor == "postgresql":
-        # Same results, set-based: the portable path below stays the reference (and
-        # SQLite's), tests/channels/test_wecom_contacts_pg.py compares the two.
+    if _set_based():
         _apply_changed_pg(changed, directory, result, record_added=record_added)
     else:
         _apply_changed(changed, directory, result, record_added=record_added)
