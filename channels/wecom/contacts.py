@@ -229,15 +229,28 @@ def contacts_apply(
     else:
         _apply_changed(changed, directory, result, record_added=record_added)
     if run_id is not None:
-        seen = {*unchanged.values(), *result.follow_ids}
+        _seen_record(run_id, {*unchanged.values(), *result.follow_ids})
+    result.follow_ids = [*unchanged.values(), *result.follow_ids]
+    return result
+
+
+def _seen_record(run_id: int, follow_ids: set[int]) -> None:
+    if not _set_based():
         insert_rows(
             SyncSeenFollow,
-            rows=[{"run_id": run_id, "follow_id": fid} for fid in seen],
+            rows=[{"run_id": run_id, "follow_id": fid} for fid in follow_ids],
             ignore_conflicts=True,
             returning=False,
         )
-    result.follow_ids = [*unchanged.values(), *result.follow_ids]
-    return result
+        return
+    # One statement with an array: no staging table, no COPY text built per row.
+    qn = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {qn(SyncSeenFollow._meta.db_table)} (run_id, follow_id) "
+            "SELECT %s, unnest(%s::bigint[]) ON CONFLICT DO NOTHING",
+            [run_id, list(follow_ids)],
+        )
 
 
 def _unchanged_follows(

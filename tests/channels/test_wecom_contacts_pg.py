@@ -91,14 +91,14 @@ def snapshot() -> dict[str, Any]:
             a["kind"],
             a["occurred_at"] if a["kind"] != "contact_deleted" else None,
             a["source"],
-            users.get(a["staff_id"]),
-            repr(sorted((k, v) for k, v in a["payload"].items() if k != "follow_id")),
+            users.get(a["staff_id"]) or "",
+            repr(sorted((k, repr(v)) for k, v in a["payload"].items() if k != "follow_id")),
             key(a),
         )
         for a in Activity.objects.values()
     )
     links = sorted(
-        (ext[c], tags[t], users.get(s))
+        (ext[c], tags[t], users.get(s) or "")
         for c, t, s in CustomerTag.objects.values_list("customer_id", "tag_id", "staff_id")
     )
     return {"customers": customers, "follows": follows, "activities": activities, "tags": links}
@@ -256,7 +256,7 @@ def sync_scenario() -> list[tuple[int, int, int, int]]:
 
         figures = [run(flush_rows=170)]
         pairs = sorted(sim.relationships())
-        tag_ids = sorted(Tag.objects.values_list("wecom_tag_id", flat=True))
+        tag_ids = sorted(t for t in Tag.objects.values_list("wecom_tag_id", flat=True) if t)
         for external_userid, userid in pairs[:10]:
             sim.edit_follow(
                 userid, external_userid, remark="edited", add_tags=tag_ids[:2], emit=False
