@@ -24,9 +24,11 @@ from channels.models import ChannelCode, SyncSeenFollow
 from customers.models import Follow, Staff, Tag
 from customers.services import (
     ActivityInput,
+    ContactFollowInput,
     ContactInput,
     FollowInput,
     activities_record,
+    contact_follows_apply_pg,
     contacts_upsert,
     customer_tags_sync,
     customers_refresh_status,
@@ -34,7 +36,6 @@ from customers.services import (
     staff_bulk_ensure,
 )
 from customers.services._bulk_sql import insert_rows
-from customers.services.contacts_pg import ContactFollowInput, contact_follows_apply_pg
 
 logger = logging.getLogger(__name__)
 
