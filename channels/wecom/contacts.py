@@ -17,16 +17,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from channels.models import ChannelCode, SyncSeenFollow
 from customers.models import Follow, Staff, Tag
 from customers.services import (
     ActivityInput,
+    ContactFollowInput,
     ContactInput,
     FollowInput,
     activities_record,
+    contact_follows_apply_pg,
     contacts_upsert,
     customer_tags_sync,
     customers_refresh_status,
@@ -192,6 +194,13 @@ def _contact_inputs(rows: Sequence[ContactRow], directory: Directory) -> list[Co
     return inputs
 
 
+def _set_based() -> bool:
+    """PostgreSQL applies rows set-based (customers.services.contacts_pg); the portable
+    path stays for SQLite and as the reference that
+    tests/channels/test_wecom_contacts_pg.py compares it with."""
+    return connection.vendor == "postgresql"
+
+
 @transaction.atomic
 def contacts_apply(
     *,
@@ -216,17 +225,33 @@ def contacts_apply(
     digests = [r.digest(salt) for r in rows]
     unchanged = _unchanged_follows(rows, digests, directory)
     changed = [(r, d) for r, d in zip(rows, digests, strict=True) if d not in unchanged]
-    _apply_changed(changed, directory, result, record_added=record_added)
+    if _set_based():
+        _apply_changed_pg(changed, directory, result, record_added=record_added)
+    else:
+        _apply_changed(changed, directory, result, record_added=record_added)
     if run_id is not None:
-        seen = {*unchanged.values(), *result.follow_ids}
+        _seen_record(run_id, {*unchanged.values(), *result.follow_ids})
+    result.follow_ids = [*unchanged.values(), *result.follow_ids]
+    return result
+
+
+def _seen_record(run_id: int, follow_ids: set[int]) -> None:
+    if not _set_based():
         insert_rows(
             SyncSeenFollow,
-            rows=[{"run_id": run_id, "follow_id": fid} for fid in seen],
+            rows=[{"run_id": run_id, "follow_id": fid} for fid in follow_ids],
             ignore_conflicts=True,
             returning=False,
         )
-    result.follow_ids = [*unchanged.values(), *result.follow_ids]
-    return result
+        return
+    # One statement with an array: no staging table, no COPY text built per row.
+    qn = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {qn(SyncSeenFollow._meta.db_table)} (run_id, follow_id) "
+            "SELECT %s, unnest(%s::bigint[]) ON CONFLICT DO NOTHING",
+            [run_id, list(follow_ids)],
+        )
 
 
 def _unchanged_follows(
@@ -240,6 +265,47 @@ def _unchanged_follows(
     ).values_list("sync_digest", "id")
     known = {digest: pk for digest, pk in stored if digest}
     return {d: known[d] for d in digests if d in known}
+
+
+def _apply_changed_pg(
+    changed: Sequence[tuple[ContactRow, str]],
+    directory: Directory,
+    result: ApplyResult,
+    *,
+    record_added: bool,
+) -> None:
+    if not changed:
+        return
+    codes, tags, staff = directory.codes, directory.tags, directory.staff
+    inputs = []
+    for r, digest in changed:
+        code = codes.get(r.state)
+        inputs.append(
+            ContactFollowInput(
+                external_userid=r.external_userid,
+                name=r.name,
+                avatar=r.avatar,
+                gender=r.gender,
+                unionid=r.unionid,
+                staff_id=staff[r.userid],
+                userid=r.userid,
+                added_at=r.added_at,
+                remark=r.remark,
+                description=r.description,
+                remark_mobiles=r.remark_mobiles,
+                add_way=r.add_way,
+                state=r.state,
+                oper_userid=r.oper_userid,
+                tag_ids=sorted({tags[t] for t in r.tag_ids if t in tags}),
+                source_channel_id=code[0] if code else None,
+                referred_by_id=code[1] if code else None,
+                sync_digest=digest,
+            )
+        )
+    applied = contact_follows_apply_pg(rows=inputs, record_added=record_added)
+    result.created += applied.customers_created + applied.follows_created
+    result.updated += applied.customers_updated + applied.follows_updated
+    result.follow_ids = applied.follow_ids
 
 
 def _apply_changed(

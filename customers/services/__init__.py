@@ -16,6 +16,11 @@ from customers.services.activities import (
     activity_record,
     note_create,
 )
+from customers.services.contacts_pg import (
+    ContactFollowInput,
+    ContactFollowsResult,
+    contact_follows_apply_pg,
+)
 from customers.services.customers import (
     CUSTOMER_FIELDS,
     ContactInput,
@@ -51,6 +56,8 @@ from customers.services.tags import (
 __all__ = [
     "CUSTOMER_FIELDS",
     "ActivityInput",
+    "ContactFollowInput",
+    "ContactFollowsResult",
     "ContactInput",
     "ContactsResult",
     "FollowInput",
@@ -58,6 +65,7 @@ __all__ = [
     "UpsertResult",
     "activities_record",
     "activity_record",
+    "contact_follows_apply_pg",
     "contacts_upsert",
     "corp_tags_mirror",
     "customer_create",

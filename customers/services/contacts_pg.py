@@ -1,0 +1,417 @@
+"""Platform contacts applied set-based, on PostgreSQL only.
+
+The same writes as ``contacts_upsert`` + ``follows_upsert`` + ``activities_record`` +
+``customer_tags_sync`` (the portable path, which stays the reference and the SQLite
+path), done by a handful of statements over a staging table instead of reading rows into
+Python, diffing them and writing them back. A WeCom sync spends most of its time there
+otherwise: a million relationships are a million dicts built, compared and serialized.
+
+Per call: the rows are COPied into a temporary table (created once per connection,
+emptied at commit), then
+
+1. customers: ``INSERT ... ON CONFLICT (external_userid) DO UPDATE ... WHERE`` something
+   changed, with the rules of ``_contact_changes`` written in SQL;
+2. follows: ``INSERT ... ON CONFLICT (customer_id, staff_id) DO UPDATE ... WHERE``
+   something changed; a snapshot of the pairs before the statement tells revived follows;
+3. timeline: a ``contact_added`` activity per new or revived follow (same keys as the
+   portable path, ``ON CONFLICT DO NOTHING``);
+4. the touched customers' WeCom tags become the union of their active follows' tags;
+5. customers whose follow came back are re-evaluated lost/active.
+
+Facts are announced as the portable services announce them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from customers.hooks import Fact, announce
+from customers.models import Activity, Customer, CustomerTag, Follow, Tag, TagGroup, TagSource
+from customers.services.customers import customers_refresh_status
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContactFollowInput:
+    """One (customer, staff member) pair as the platform describes it now.
+
+    ``source_channel_id`` / ``referred_by_id`` come from the pair's channel code (None
+    when its state is no known code); ``tag_ids`` are our Tag ids, sorted."""
+
+    external_userid: str
+    name: str
+    avatar: str
+    gender: int
+    unionid: str
+    staff_id: int
+    userid: str
+    added_at: datetime
+    remark: str
+    description: str
+    remark_mobiles: Sequence[str]
+    add_way: int
+    state: str
+    oper_userid: str
+    tag_ids: Sequence[int]
+    source_channel_id: int | None
+    referred_by_id: int | None
+    sync_digest: str
+
+
+@dataclass
+class ContactFollowsResult:
+    customers_created: int = 0
+    customers_updated: int = 0
+    follows_created: int = 0
+    follows_updated: int = 0
+    #: Every follow of the input, in no particular order.
+    follow_ids: list[int] = field(default_factory=list)
+
+
+_STAGE = "_contact_follow_stage"
+_STAGE_COLUMNS = (
+    ("ord", "integer"),
+    ("external_userid", "text"),
+    ("name", "text"),
+    ("avatar", "text"),
+    ("gender", "smallint"),
+    ("unionid", "text"),
+    ("staff_id", "bigint"),
+    ("userid", "text"),
+    ("added_at", "timestamptz"),
+    ("remark", "text"),
+    ("description", "text"),
+    ("remark_mobiles", "jsonb"),
+    ("add_way", "integer"),
+    ("state", "text"),
+    ("oper_userid", "text"),
+    ("tag_ids", "jsonb"),
+    ("source_channel_id", "bigint"),
+    ("referred_by_id", "bigint"),
+    ("sync_digest", "text"),
+)
+
+# COPY's text format: backslash, tab, newline and carriage return are escaped; \N is NULL.
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_SPECIAL = re.compile(r"[\\\t\n\r]")
+
+
+def _text(value: str) -> str:
+    # str.translate walks every character (slowly, on CJK names); most values need none.
+    return value.translate(_ESCAPES) if _SPECIAL.search(value) else value
+
+
+def _opt(value: int | None) -> str:
+    return r"\N" if value is None else str(value)
+
+
+def _copy_line(ord_: int, row: ContactFollowInput) -> str:
+    return "\t".join(
+        (
+            str(ord_),
+            _text(row.external_userid),
+            _text(row.name),
+            _text(row.avatar),
+            str(row.gender),
+            _text(row.unionid),
+            str(row.staff_id),
+            _text(row.userid),
+            row.added_at.isoformat(),
+            _text(row.remark),
+            _text(row.description),
+            _text(json.dumps(list(row.remark_mobiles), ensure_ascii=False)),
+            str(row.add_way),
+            _text(row.state),
+            _text(row.oper_userid),
+            json.dumps(list(row.tag_ids)),
+            _opt(row.source_channel_id),
+            _opt(row.referred_by_id),
+            _text(row.sync_digest),
+        )
+    )
+
+
+def _tables() -> dict[str, str]:
+    qn = connection.ops.quote_name
+    return {
+        "stage": _STAGE,
+        "customer": qn(Customer._meta.db_table),
+        "follow": qn(Follow._meta.db_table),
+        "activity": qn(Activity._meta.db_table),
+        "customertag": qn(CustomerTag._meta.db_table),
+        "tag": qn(Tag._meta.db_table),
+        "taggroup": qn(TagGroup._meta.db_table),
+    }
+
+
+# Per customer, as ``_contact_inputs`` + ``_contact_changes``: the profile of its latest
+# follow (ties: the later row), the earliest add time, and the first channel code met in
+# add-time order. A known customer keeps an earlier acquired_at, and its attribution
+# where it has one; it never becomes its own referrer. Unchanged customers are not
+# written (the WHERE), so a re-sync bumps no updated_at.
+_CUSTOMERS_UPSERT = """
+WITH latest AS (
+    SELECT DISTINCT ON (external_userid) external_userid, name, avatar, gender, unionid
+    FROM {stage} ORDER BY external_userid, added_at DESC, ord DESC
+), acquired AS (
+    SELECT external_userid, min(added_at) AS acquired_at, min(ord) AS first_ord
+    FROM {stage} GROUP BY external_userid
+), coded AS (
+    SELECT DISTINCT ON (external_userid) external_userid, source_channel_id, referred_by_id
+    FROM {stage} WHERE source_channel_id IS NOT NULL
+    ORDER BY external_userid, added_at, ord
+)
+INSERT INTO {customer} AS c (
+    external_userid, name, avatar, gender, unionid, acquired_at, source_channel_id,
+    referred_by_id, external_id, phone, birthday, owner_id, store_id, status, lost_at,
+    created_at, updated_at
+)
+SELECT l.external_userid, l.name, l.avatar, l.gender, l.unionid, a.acquired_at,
+    k.source_channel_id, k.referred_by_id, NULL, '', NULL, NULL, NULL, 'active', NULL,
+    %(now)s, %(now)s
+FROM latest l
+JOIN acquired a USING (external_userid)
+LEFT JOIN coded k USING (external_userid)
+ORDER BY a.first_ord
+ON CONFLICT (external_userid) DO UPDATE SET
+    name = EXCLUDED.name,
+    avatar = EXCLUDED.avatar,
+    gender = EXCLUDED.gender,
+    unionid = EXCLUDED.unionid,
+    acquired_at = LEAST(c.acquired_at, EXCLUDED.acquired_at),
+    source_channel_id = COALESCE(c.source_channel_id, EXCLUDED.source_channel_id),
+    referred_by_id = CASE
+        WHEN c.referred_by_id IS NULL AND EXCLUDED.referred_by_id <> c.id
+        THEN EXCLUDED.referred_by_id ELSE c.referred_by_id END,
+    updated_at = %(now)s
+WHERE (c.name, c.avatar, c.gender, c.unionid)
+        IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.avatar, EXCLUDED.gender, EXCLUDED.unionid)
+    OR EXCLUDED.acquired_at < c.acquired_at
+    OR (c.source_channel_id IS NULL AND EXCLUDED.source_channel_id IS NOT NULL)
+    OR (c.referred_by_id IS NULL AND EXCLUDED.referred_by_id <> c.id)
+RETURNING c.id, c.xmax = 0 AS created, c.referred_by_id
+"""
+
+# The last row of a pair wins, as in ``follows_upsert``. ``before`` reads the statement's
+# snapshot, i.e. the pairs as they were before this INSERT: a follow that was deleted
+# there and is written here came back. Every input row of a pair whose digest differs is
+# written (an unchanged row was skipped by the caller), so "changed" is what the WHERE
+# lets through.
+_FOLLOWS_UPSERT = """
+WITH src AS (
+    SELECT DISTINCT ON (c.id, s.staff_id) c.id AS customer_id, s.*
+    FROM {stage} s JOIN {customer} c ON c.external_userid = s.external_userid
+    ORDER BY c.id, s.staff_id, s.ord DESC
+), before AS (
+    SELECT f.customer_id, f.staff_id, f.deleted_at
+    FROM {follow} f JOIN src USING (customer_id, staff_id)
+), written AS (
+    INSERT INTO {follow} AS f (
+        customer_id, staff_id, added_at, state, remark, description, add_way, oper_userid,
+        remark_mobiles, tag_ids, sync_digest, deleted_at, updated_at
+    )
+    SELECT customer_id, staff_id, added_at, state, remark, description, add_way, oper_userid,
+        remark_mobiles, tag_ids, sync_digest, NULL, %(now)s
+    FROM src
+    ORDER BY ord
+    ON CONFLICT (customer_id, staff_id) DO UPDATE SET
+        added_at = EXCLUDED.added_at,
+        state = EXCLUDED.state,
+        remark = EXCLUDED.remark,
+        description = EXCLUDED.description,
+        add_way = EXCLUDED.add_way,
+        oper_userid = EXCLUDED.oper_userid,
+        remark_mobiles = EXCLUDED.remark_mobiles,
+        tag_ids = EXCLUDED.tag_ids,
+        sync_digest = EXCLUDED.sync_digest,
+        deleted_at = NULL,
+        updated_at = %(now)s
+    WHERE (f.added_at, f.state, f.remark, f.description, f.add_way, f.oper_userid,
+            f.remark_mobiles, f.tag_ids, f.sync_digest, f.deleted_at)
+        IS DISTINCT FROM (EXCLUDED.added_at, EXCLUDED.state, EXCLUDED.remark,
+            EXCLUDED.description, EXCLUDED.add_way, EXCLUDED.oper_userid,
+            EXCLUDED.remark_mobiles, EXCLUDED.tag_ids, EXCLUDED.sync_digest, NULL::timestamptz)
+    RETURNING f.id, f.customer_id, f.staff_id, f.xmax = 0 AS created
+)
+SELECT w.id, w.customer_id, w.created, b.deleted_at IS NOT NULL AS revived
+FROM written w
+LEFT JOIN before b USING (customer_id, staff_id)
+"""
+
+# The timeline's "added" event, keyed as the portable path keys it (follow id and the
+# add time's epoch seconds), so the callback and the sync agree on it.
+_ACTIVITIES_INSERT = """
+INSERT INTO {activity} (
+    customer_id, kind, occurred_at, source, staff_id, payload, idempotency_key, created_at
+)
+SELECT f.customer_id, 'contact_added', s.added_at, 'wecom', f.staff_id,
+    jsonb_build_object('userid', s.userid, 'state', s.state, 'add_way', s.add_way),
+    'follow:' || f.id || ':added:' || floor(extract(epoch FROM s.added_at))::bigint,
+    %(now)s
+FROM {follow} f
+JOIN {customer} c ON c.id = f.customer_id
+JOIN LATERAL (
+    SELECT * FROM {stage} s
+    WHERE s.external_userid = c.external_userid AND s.staff_id = f.staff_id
+    ORDER BY s.ord DESC LIMIT 1
+) s ON true
+WHERE f.id = ANY(%(follow_ids)s)
+ORDER BY f.id
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING customer_id
+"""
+
+# As ``customer_tags_sync``: a customer carries a WeCom tag while an active follow does;
+# the earliest such follow (added_at, id) is recorded as who put it there. Local tags and
+# links that stay are left alone.
+_TAGS_WANTED = """
+CREATE TEMP TABLE IF NOT EXISTS _contact_tags_wanted (
+    customer_id bigint, tag_id bigint, staff_id bigint
+) ON COMMIT DELETE ROWS;
+TRUNCATE _contact_tags_wanted;
+INSERT INTO _contact_tags_wanted
+SELECT DISTINCT ON (f.customer_id, t.id) f.customer_id, t.id, f.staff_id
+FROM {follow} f
+CROSS JOIN LATERAL jsonb_array_elements_text(f.tag_ids) AS e(tag_id)
+JOIN {tag} t ON t.id = e.tag_id::bigint
+JOIN {taggroup} g ON g.id = t.group_id AND g.source = %(wecom)s
+WHERE f.customer_id = ANY(%(customer_ids)s) AND f.deleted_at IS NULL
+ORDER BY f.customer_id, t.id, f.added_at, f.id;
+"""
+
+_TAGS_DELETE = """
+DELETE FROM {customertag} ct
+USING {tag} t, {taggroup} g
+WHERE ct.customer_id = ANY(%(customer_ids)s)
+    AND t.id = ct.tag_id AND g.id = t.group_id AND g.source = %(wecom)s
+    AND NOT EXISTS (
+        SELECT 1 FROM _contact_tags_wanted w
+        WHERE w.customer_id = ct.customer_id AND w.tag_id = ct.tag_id
+    )
+RETURNING ct.customer_id
+"""
+
+_TAGS_INSERT = """
+INSERT INTO {customertag} (customer_id, tag_id, staff_id, created_at)
+SELECT w.customer_id, w.tag_id, w.staff_id, %(now)s
+FROM _contact_tags_wanted w
+WHERE NOT EXISTS (
+    SELECT 1 FROM {customertag} ct WHERE ct.customer_id = w.customer_id AND ct.tag_id = w.tag_id
+)
+ORDER BY w.customer_id, w.tag_id
+ON CONFLICT (customer_id, tag_id) DO NOTHING
+RETURNING customer_id
+"""
+
+
+def _stage(cursor: Any, rows: Sequence[ContactFollowInput], tables: dict[str, str]) -> None:
+    columns = ", ".join(f"{name} {kind}" for name, kind in _STAGE_COLUMNS)
+    # Created once per connection; ON COMMIT DELETE ROWS empties it with each flush.
+    cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ({columns}) ON COMMIT DELETE ROWS")
+    # A caller may apply twice within one transaction (tests, nested atomic blocks).
+    cursor.execute(f"TRUNCATE {_STAGE}")
+    body = io.StringIO("".join(_copy_line(i, row) + "\n" for i, row in enumerate(rows)))
+    names = ", ".join(name for name, _kind in _STAGE_COLUMNS)
+    cursor.copy_expert(f"COPY {_STAGE} ({names}) FROM STDIN", body)
+
+
+def _tags_sync(cursor: Any, customer_ids: list[int], now: datetime, tables: dict[str, str]) -> None:
+    params = {"customer_ids": customer_ids, "wecom": TagSource.WECOM.value, "now": now}
+    cursor.execute(_TAGS_WANTED.format(**tables), params)
+    cursor.execute(_TAGS_DELETE.format(**tables), params)
+    touched = {r[0] for r in cursor.fetchall()}
+    cursor.execute(_TAGS_INSERT.format(**tables), params)
+    touched.update(r[0] for r in cursor.fetchall())
+    announce(touched, Fact.TAG)
+
+
+@transaction.atomic
+def contact_follows_apply_pg(
+    *, rows: Sequence[ContactFollowInput], record_added: bool = True
+) -> ContactFollowsResult:
+    """Write these pairs: customers, follows, ``contact_added`` timeline events (unless
+    ``record_added`` is False) and the customers' WeCom tags, all or nothing.
+
+    Counts as the portable path counts: a customer or follow is created, or updated when
+    one of its stored values changed; unchanged rows are neither, and not written.
+    PostgreSQL only.
+    """
+    result = ContactFollowsResult()
+    if not rows:
+        return result
+    if connection.vendor != "postgresql":
+        raise NotImplementedError("contact_follows_apply_pg needs PostgreSQL")
+    tables = _tables()
+    now = timezone.now()
+    with connection.cursor() as wrapper, connection.wrap_database_errors:
+        # The raw psycopg2 cursor: COPY, and no per-statement overhead of Django's wrapper.
+        cursor = wrapper.cursor
+        # The stage is small and the tables it joins are hot in cache; at the default
+        # random_page_cost the planner hashes the whole customer and follow tables on
+        # every call instead of looking a few thousand keys up by index. Restored below.
+        cursor.execute(
+            "SELECT current_setting('random_page_cost'), "
+            "set_config('random_page_cost', '1.1', true)"
+        )
+        random_page_cost = cursor.fetchone()[0]
+        _stage(cursor, rows, tables)
+
+        cursor.execute(_CUSTOMERS_UPSERT.format(**tables), {"now": now})
+        changed_customers: set[int] = set()
+        referrers: set[int] = set()
+        for customer_id, created, referred_by_id in cursor.fetchall():
+            changed_customers.add(customer_id)
+            if referred_by_id:
+                referrers.add(referred_by_id)
+            if created:
+                result.customers_created += 1
+            else:
+                result.customers_updated += 1
+        announce(
+            changed_customers | referrers, Fact.CUSTOMER, *([Fact.REFERRAL] if referrers else [])
+        )
+
+        cursor.execute(_FOLLOWS_UPSERT.format(**tables), {"now": now})
+        added: list[int] = []
+        revived: set[int] = set()
+        changed_follow_customers: set[int] = set()
+        for follow_id, customer_id, created, was_deleted in cursor.fetchall():
+            changed_follow_customers.add(customer_id)
+            if created:
+                result.follows_created += 1
+            else:
+                result.follows_updated += 1
+            if was_deleted:
+                revived.add(customer_id)
+            if created or was_deleted:
+                added.append(follow_id)
+        announce(changed_follow_customers, Fact.FOLLOW)
+
+        if record_added and added:
+            cursor.execute(_ACTIVITIES_INSERT.format(**tables), {"now": now, "follow_ids": added})
+            announce({r[0] for r in cursor.fetchall()}, Fact.ACTIVITY)
+
+        cursor.execute(
+            "SELECT f.id, f.customer_id FROM {follow} f "
+            "JOIN {customer} c ON c.id = f.customer_id "
+            "JOIN (SELECT DISTINCT external_userid, staff_id FROM {stage}) s "
+            "ON s.external_userid = c.external_userid AND s.staff_id = f.staff_id".format(**tables)
+        )
+        touched: set[int] = set()
+        for follow_id, customer_id in cursor.fetchall():
+            result.follow_ids.append(follow_id)
+            touched.add(customer_id)
+
+        _tags_sync(cursor, sorted(touched), now, tables)
+        cursor.execute("SELECT set_config('random_page_cost', %s, true)", [random_page_cost])
+    if revived:
+        customers_refresh_status(customer_ids=revived, at=now)
+    return result
