@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import NotSupportedError, connection, transaction
 from django.utils import timezone
 
 from customers.hooks import Fact, announce
@@ -348,7 +348,7 @@ def contact_follows_apply_pg(
     if not rows:
         return result
     if connection.vendor != "postgresql":
-        raise NotImplementedError("contact_follows_apply_pg needs PostgreSQL")
+        raise NotSupportedError("contact_follows_apply_pg needs PostgreSQL")
     tables = _tables()
     now = timezone.now()
     with connection.cursor() as wrapper, connection.wrap_database_errors:
