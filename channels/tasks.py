@@ -8,6 +8,7 @@ from celery import shared_task
 
 from channels.models import SyncRun
 from channels.wecom.errors import TRANSIENT_ERRORS
+from channels.wecom.events import event_process, events_requeue_stuck
 from channels.wecom.sync import sync_run_execute, sync_run_start
 
 logger = logging.getLogger(__name__)
@@ -34,9 +35,7 @@ def wecom_sync(run_id: int | None = None) -> int | None:
         return None
 
 
-# --- WeCom callback events (appended; see channels.wecom.events) ---------------------
-
-from channels.wecom.events import event_process, events_requeue_stuck  # noqa: E402
+# --- WeCom callback events (see channels.wecom.events) ------------------------------
 
 
 @shared_task(
