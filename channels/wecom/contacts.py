@@ -132,17 +132,22 @@ class Directory:
     """Look-ups a batch of rows needs, loaded once per sync (or per callback)."""
 
     staff: dict[str, int] = field(default_factory=dict)
+    #: staff id -> their store id (the store of the customers they add first)
+    stores: dict[int, int | None] = field(default_factory=dict)
     tags: dict[str, int] = field(default_factory=dict)
     #: state -> (channel_id, referrer customer_id or None)
     codes: dict[str, tuple[int, int | None]] = field(default_factory=dict)
 
     @classmethod
     def load(cls) -> Directory:
-        staff = Staff.objects.exclude(wecom_userid=None).values_list("wecom_userid", "id")
+        staff = list(
+            Staff.objects.exclude(wecom_userid=None).values_list("wecom_userid", "id", "store_id")
+        )
         tags = Tag.objects.exclude(wecom_tag_id=None).values_list("wecom_tag_id", "id")
         codes = ChannelCode.objects.values_list("state", "channel_id", "referrer_id")
         return cls(
-            staff={userid: pk for userid, pk in staff if userid},
+            staff={userid: pk for userid, pk, _store in staff if userid},
+            stores={pk: store for _userid, pk, store in staff},
             tags={tag_id: pk for tag_id, pk in tags if tag_id},
             codes={state: (channel_id, referrer_id) for state, channel_id, referrer_id in codes},
         )
@@ -189,6 +194,9 @@ def _contact_inputs(rows: Sequence[ContactRow], directory: Directory) -> list[Co
                 acquired_at=first.added_at,
                 source_channel_id=code[0] if code else None,
                 referred_by_id=code[1] if code else None,
+                # The staff member who added the customer first owns them, for their store.
+                owner_id=directory.staff[first.userid],
+                store_id=directory.stores.get(directory.staff[first.userid]),
             )
         )
     return inputs

@@ -35,7 +35,16 @@ from django.db import NotSupportedError, connection, transaction
 from django.utils import timezone
 
 from customers.hooks import Fact, announce
-from customers.models import Activity, Customer, CustomerTag, Follow, Tag, TagGroup, TagSource
+from customers.models import (
+    Activity,
+    Customer,
+    CustomerTag,
+    Follow,
+    Staff,
+    Tag,
+    TagGroup,
+    TagSource,
+)
 from customers.services.customers import customers_refresh_status
 
 
@@ -145,6 +154,7 @@ def _tables() -> dict[str, str]:
         "stage": _STAGE,
         "customer": qn(Customer._meta.db_table),
         "follow": qn(Follow._meta.db_table),
+        "staff": qn(Staff._meta.db_table),
         "activity": qn(Activity._meta.db_table),
         "customertag": qn(CustomerTag._meta.db_table),
         "tag": qn(Tag._meta.db_table),
@@ -164,6 +174,12 @@ WITH latest AS (
 ), acquired AS (
     SELECT external_userid, min(added_at) AS acquired_at, min(ord) AS first_ord
     FROM {stage} GROUP BY external_userid
+), first_added AS (
+    -- The staff member who added the customer first owns them, for their store.
+    SELECT DISTINCT ON (s.external_userid) s.external_userid, s.staff_id AS owner_id,
+        st.store_id
+    FROM {stage} s JOIN {staff} st ON st.id = s.staff_id
+    ORDER BY s.external_userid, s.added_at, s.ord
 ), coded AS (
     SELECT DISTINCT ON (external_userid) external_userid, source_channel_id, referred_by_id
     FROM {stage} WHERE source_channel_id IS NOT NULL
@@ -175,10 +191,11 @@ INSERT INTO {customer} AS c (
     created_at, updated_at
 )
 SELECT l.external_userid, l.name, l.avatar, l.gender, l.unionid, a.acquired_at,
-    k.source_channel_id, k.referred_by_id, NULL, '', NULL, NULL, NULL, 'active', NULL,
-    %(now)s, %(now)s
+    k.source_channel_id, k.referred_by_id, NULL, '', NULL, o.owner_id, o.store_id,
+    'active', NULL, %(now)s, %(now)s
 FROM latest l
 JOIN acquired a USING (external_userid)
+JOIN first_added o USING (external_userid)
 LEFT JOIN coded k USING (external_userid)
 ORDER BY a.first_ord
 ON CONFLICT (external_userid) DO UPDATE SET
@@ -188,6 +205,8 @@ ON CONFLICT (external_userid) DO UPDATE SET
     unionid = EXCLUDED.unionid,
     acquired_at = LEAST(c.acquired_at, EXCLUDED.acquired_at),
     source_channel_id = COALESCE(c.source_channel_id, EXCLUDED.source_channel_id),
+    owner_id = COALESCE(c.owner_id, EXCLUDED.owner_id),
+    store_id = COALESCE(c.store_id, EXCLUDED.store_id),
     referred_by_id = CASE
         WHEN c.referred_by_id IS NULL AND EXCLUDED.referred_by_id <> c.id
         THEN EXCLUDED.referred_by_id ELSE c.referred_by_id END,
@@ -196,6 +215,8 @@ WHERE (c.name, c.avatar, c.gender, c.unionid)
         IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.avatar, EXCLUDED.gender, EXCLUDED.unionid)
     OR EXCLUDED.acquired_at < c.acquired_at
     OR (c.source_channel_id IS NULL AND EXCLUDED.source_channel_id IS NOT NULL)
+    OR (c.owner_id IS NULL AND EXCLUDED.owner_id IS NOT NULL)
+    OR (c.store_id IS NULL AND EXCLUDED.store_id IS NOT NULL)
     OR (c.referred_by_id IS NULL AND EXCLUDED.referred_by_id <> c.id)
 RETURNING c.id, c.xmax = 0 AS created, c.referred_by_id
 """

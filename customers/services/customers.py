@@ -150,7 +150,8 @@ def customer_ids_by_external_id(external_ids: Iterable[str]) -> dict[str, int]:
 class ContactInput:
     """A customer as the platform describes it. ``acquired_at`` is the earliest add time
     seen for it; ``source_channel_id`` / ``referred_by_id`` are first-touch attribution,
-    applied only where the customer has none yet."""
+    and ``owner_id`` / ``store_id`` the staff member who added it first and their store;
+    those four are applied only where the customer has none yet."""
 
     external_userid: str
     name: str
@@ -160,6 +161,8 @@ class ContactInput:
     acquired_at: datetime
     source_channel_id: int | None = None
     referred_by_id: int | None = None
+    owner_id: int | None = None
+    store_id: int | None = None
 
 
 @dataclass
@@ -171,15 +174,17 @@ class ContactsResult:
 
 
 _PROFILE = ("name", "avatar", "gender", "unionid")
-_CONTACT_FIELDS = (*_PROFILE, "acquired_at", "source_channel_id", "referred_by_id")
+#: Filled from the platform only where the customer has no value yet.
+_FILL_ONLY = ("source_channel_id", "owner_id", "store_id")
+_CONTACT_FIELDS = (*_PROFILE, "acquired_at", "referred_by_id", *_FILL_ONLY)
 
 
 def _new_contact(row: ContactInput) -> dict[str, Any]:
     return {
         **{name: getattr(row, name) for name in _PROFILE},
         "acquired_at": row.acquired_at,
-        "source_channel_id": row.source_channel_id,
         "referred_by_id": row.referred_by_id,
+        **{name: getattr(row, name) for name in _FILL_ONLY},
     }
 
 
@@ -189,8 +194,9 @@ def _contact_changes(stored: Mapping[str, Any], row: ContactInput) -> dict[str, 
     values: dict[str, Any] = {name: getattr(row, name) for name in _PROFILE}
     if row.acquired_at < stored["acquired_at"]:
         values["acquired_at"] = row.acquired_at
-    if stored["source_channel_id"] is None and row.source_channel_id is not None:
-        values["source_channel_id"] = row.source_channel_id
+    for name in _FILL_ONLY:
+        if stored[name] is None and getattr(row, name) is not None:
+            values[name] = getattr(row, name)
     if (
         stored["referred_by_id"] is None
         and row.referred_by_id is not None

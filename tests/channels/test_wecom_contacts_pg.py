@@ -59,6 +59,7 @@ def snapshot() -> dict[str, Any]:
             "lost": c["lost_at"] is not None,
             "referred_by_id": ext.get(c["referred_by_id"]),
             "source_channel_id": channels.get(c["source_channel_id"]),
+            "owner_id": users.get(c["owner_id"]),
         }
         for c in Customer.objects.values()
     }

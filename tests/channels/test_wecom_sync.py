@@ -269,3 +269,18 @@ def test_tag_changes_are_mirrored(sim, client) -> None:
 def test_a_second_start_while_running_returns_the_same_run(sim, client) -> None:
     first = sync_run_start()
     assert sync_run_start().pk == first.pk
+
+
+def test_the_first_staff_member_to_add_a_customer_owns_them_for_their_store(sim, client) -> None:
+    from tests.factories import StaffFactory, StoreFactory
+
+    store = StoreFactory(name="上海一店")
+    member = StaffFactory(wecom_userid=sim.dataset.staff_ids[0], store=store)
+    run_sync(client)
+    checked = 0
+    for customer in Customer.objects.prefetch_related("follows__staff")[:60]:
+        first = min(customer.follows.all(), key=lambda f: (f.added_at, f.pk))
+        assert customer.owner_id == first.staff_id
+        assert customer.store_id == (store.pk if first.staff_id == member.pk else None)
+        checked += customer.store_id == store.pk
+    assert checked, "some customers were first added by the member with a store"
