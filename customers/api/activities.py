@@ -6,16 +6,16 @@ import json
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers
 from rest_framework.request import Request
 
 from customers import services
 from customers.api.bulk import (
-    BulkResultSerializer,
     BulkWriteMixin,
     CustomerRefSerializer,
     RowErrors,
+    bulk_write_schema,
     resolve_customers,
     resolve_ids,
     validate_rows,
@@ -127,23 +127,16 @@ def prepare_activities(
     return inputs, errors
 
 
-@extend_schema_view(
-    create=extend_schema(
-        request=ActivityRowSerializer,
-        responses={
-            200: OpenApiResponse(ActivitySerializer, "Already recorded (a replay)."),
-            201: OpenApiResponse(ActivitySerializer, "Recorded."),
-        },
-        description="Record one event; a replay is stored once.",
-    ),
-    bulk=extend_schema(
-        request=ActivityRowSerializer(many=True),
-        responses={200: BulkResultSerializer},
-        description=(
-            "Record up to API_BULK_MAX_ROWS events (default 5,000) in one transaction: a "
-            'JSON list of rows, or {"rows": [...]}. All or nothing, like orders/bulk. '
-            "Replaying a body stores nothing new."
-        ),
+@bulk_write_schema(
+    row=ActivityRowSerializer,
+    read=ActivitySerializer,
+    created="Recorded.",
+    replayed="Already recorded (a replay).",
+    create_text="Record one event; a replay is stored once.",
+    bulk_text=(
+        "Record up to API_BULK_MAX_ROWS events (default 5,000) in one transaction: a "
+        'JSON list of rows, or {"rows": [...]}. All or nothing, like orders/bulk. '
+        "Replaying a body stores nothing new."
     ),
 )
 @extend_schema(tags=["activities"])

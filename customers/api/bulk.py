@@ -17,6 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import ErrorDetail
@@ -232,3 +233,30 @@ class BulkWriteMixin:
         inputs, errors = self.prepare_rows(request, rows)
         errors.raise_for_rows(len(rows))
         return Response(bulk_result(self.write_rows(rows=inputs)))
+
+
+def bulk_write_schema(
+    *,
+    row: type[serializers.Serializer[Any]],
+    read: type[serializers.Serializer[Any]],
+    created: str,
+    replayed: str,
+    create_text: str,
+    bulk_text: str,
+) -> Callable[[type], type]:
+    """The OpenAPI texts of a ``BulkWriteMixin`` viewset's ``create`` and ``bulk``."""
+    return extend_schema_view(
+        create=extend_schema(
+            request=row,
+            responses={
+                200: OpenApiResponse(read, replayed),
+                201: OpenApiResponse(read, created),
+            },
+            description=create_text,
+        ),
+        bulk=extend_schema(
+            request=row(many=True),
+            responses={200: BulkResultSerializer},
+            description=bulk_text,
+        ),
+    )

@@ -7,16 +7,16 @@ from decimal import Decimal
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers
 from rest_framework.request import Request
 
 from customers import services
 from customers.api.bulk import (
-    BulkResultSerializer,
     BulkWriteMixin,
     CustomerRefSerializer,
     RowErrors,
+    bulk_write_schema,
     resolve_customers,
     resolve_ids,
     validate_rows,
@@ -143,24 +143,17 @@ def prepare_orders(
     return inputs, errors
 
 
-@extend_schema_view(
-    create=extend_schema(
-        request=OrderRowSerializer,
-        responses={
-            200: OpenApiResponse(OrderSerializer, "Updated, or unchanged (a replay)."),
-            201: OpenApiResponse(OrderSerializer, "Created."),
-        },
-        description="Upsert one order by external_id; replaying it changes nothing.",
-    ),
-    bulk=extend_schema(
-        request=OrderRowSerializer(many=True),
-        responses={200: BulkResultSerializer},
-        description=(
-            "Upsert up to API_BULK_MAX_ROWS orders (default 5,000) in one transaction: a "
-            'JSON list of rows, or {"rows": [...]}. All or nothing: if any row is invalid '
-            "the answer is 400 with error.rows = [{row: 0-based index, fields: {...}}] "
-            "and nothing is stored. Replaying a body changes nothing."
-        ),
+@bulk_write_schema(
+    row=OrderRowSerializer,
+    read=OrderSerializer,
+    created="Created.",
+    replayed="Updated, or unchanged (a replay).",
+    create_text="Upsert one order by external_id; replaying it changes nothing.",
+    bulk_text=(
+        "Upsert up to API_BULK_MAX_ROWS orders (default 5,000) in one transaction: a "
+        'JSON list of rows, or {"rows": [...]}. All or nothing: if any row is invalid '
+        "the answer is 400 with error.rows = [{row: 0-based index, fields: {...}}] "
+        "and nothing is stored. Replaying a body changes nothing."
     ),
 )
 @extend_schema(tags=["orders"])
