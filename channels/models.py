@@ -13,6 +13,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from customers.models import Timestamped
+
 
 class ChannelKind(models.TextChoices):
     STORE = "store", _("Self-operated store")
@@ -27,7 +29,7 @@ class ChannelKind(models.TextChoices):
     OTHER = "other", _("Other")
 
 
-class Channel(models.Model):
+class Channel(Timestamped):
     """A traffic channel. ``cost`` is what the channel cost over its life, for CAC."""
 
     name = models.CharField(_("name"), max_length=128, unique=True)
@@ -41,8 +43,6 @@ class Channel(models.Model):
     )
     description = models.TextField(_("description"), blank=True)
     is_active = models.BooleanField(_("active"), default=True)
-    created_at = models.DateTimeField(_("created at"), default=timezone.now)
-    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         ordering = ["name", "id"]
@@ -56,7 +56,7 @@ class Channel(models.Model):
         return self.name
 
 
-class ChannelCode(models.Model):
+class ChannelCode(Timestamped):
     """A channel code: a WeCom "contact way" (联系我) whose ``state`` names where a
     customer came from. A customer who adds a staff member through it is attributed to
     ``channel``; a referral code also carries the referring customer (fission).
@@ -90,8 +90,6 @@ class ChannelCode(models.Model):
     )
     qr_code = models.URLField(_("QR code URL"), max_length=500, blank=True)
     is_active = models.BooleanField(_("active"), default=True)
-    created_at = models.DateTimeField(_("created at"), default=timezone.now)
-    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

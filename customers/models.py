@@ -19,7 +19,18 @@ from django.utils.translation import gettext_lazy as _
 from scrm.roles import Role
 
 
-class Store(models.Model):
+class Timestamped(models.Model):
+    """When a row was created and last changed (``updated_at`` is bumped only by writes
+    that change something: the services write nothing for an unchanged row)."""
+
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class Store(Timestamped):
     """A physical or online store; staff belong to one, customers are served by one."""
 
     code = models.CharField(_("code"), max_length=64, unique=True)
@@ -27,8 +38,6 @@ class Store(models.Model):
     city = models.CharField(_("city"), max_length=64, blank=True)
     address = models.CharField(_("address"), max_length=255, blank=True)
     is_active = models.BooleanField(_("active"), default=True)
-    created_at = models.DateTimeField(_("created at"), default=timezone.now)
-    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         ordering = ["name", "id"]
@@ -39,7 +48,7 @@ class Store(models.Model):
         return self.name
 
 
-class Staff(models.Model):
+class Staff(Timestamped):
     """A staff member: a WeCom member (``wecom_userid``) and/or a user of this system.
 
     WeCom sync creates staff before anyone has a login, so ``user`` is optional; the role
@@ -69,8 +78,6 @@ class Staff(models.Model):
     )
     role = models.CharField(_("role"), max_length=16, choices=Role.choices, default=Role.STAFF)
     is_active = models.BooleanField(_("active"), default=True)
-    created_at = models.DateTimeField(_("created at"), default=timezone.now)
-    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         ordering = ["name", "id"]
@@ -101,7 +108,7 @@ class CustomerStatus(models.TextChoices):
     LOST = "lost", _("Lost")
 
 
-class Customer(models.Model):
+class Customer(Timestamped):
     """A customer: a WeCom external contact, an imported record, or both.
 
     ``external_userid`` (WeCom) and ``external_id`` (the integration's own key) are each
@@ -169,8 +176,6 @@ class Customer(models.Model):
     tags: models.ManyToManyField[Tag, CustomerTag] = models.ManyToManyField(
         "Tag", through="CustomerTag", related_name="customers", verbose_name=_("tags")
     )
-    created_at = models.DateTimeField(_("created at"), default=timezone.now)
-    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         ordering = ["-acquired_at", "-id"]
@@ -262,7 +267,7 @@ class TagSource(models.TextChoices):
     LOCAL = "local", _("Local tag")
 
 
-class TagGroup(models.Model):
+class TagGroup(Timestamped):
     """A group of tags: a mirror of a WeCom corp tag group, or a local-only group."""
 
     name = models.CharField(_("name"), max_length=64)
@@ -273,8 +278,6 @@ class TagGroup(models.Model):
         _("source"), max_length=8, choices=TagSource.choices, default=TagSource.LOCAL
     )
     order = models.PositiveBigIntegerField(_("order"), default=0)
-    created_at = models.DateTimeField(_("created at"), default=timezone.now)
-    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         # WeCom sorts a larger ``order`` first.
@@ -289,7 +292,7 @@ class TagGroup(models.Model):
         return self.name
 
 
-class Tag(models.Model):
+class Tag(Timestamped):
     """A customer tag inside a group (WeCom corp tag or local)."""
 
     group = models.ForeignKey(
@@ -300,8 +303,6 @@ class Tag(models.Model):
         _("WeCom tag id"), max_length=64, null=True, blank=True, unique=True
     )
     order = models.PositiveBigIntegerField(_("order"), default=0)
-    created_at = models.DateTimeField(_("created at"), default=timezone.now)
-    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         ordering = ["-order", "name", "id"]
@@ -357,7 +358,7 @@ class ProductRole(models.TextChoices):
     EXPANSION = "expansion", _("Expansion product")
 
 
-class Order(models.Model):
+class Order(Timestamped):
     """A purchase. Only paid orders count for revenue; a refunded order never does.
 
     ``amount`` is a Decimal in the order's currency (never a float).
@@ -393,8 +394,6 @@ class Order(models.Model):
     staff = models.ForeignKey(
         Staff, on_delete=models.SET_NULL, null=True, blank=True, related_name="orders"
     )
-    created_at = models.DateTimeField(_("created at"), default=timezone.now)
-    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         ordering = ["-paid_at", "-id"]
