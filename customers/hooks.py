@@ -28,11 +28,20 @@ class Fact(StrEnum):
     TAG = "tag"
 
 
-#: Sent with ``customer_ids: frozenset[int]`` and ``facts: frozenset[Fact]``.
+#: Sent with ``customer_ids: frozenset[int]``, ``facts: frozenset[Fact]`` and
+#: ``activity_kinds: frozenset[str] | None`` (the kinds of the new activities when the
+#: writer knows them, so that a subscriber can ignore kinds it does not care about).
 facts_changed = Signal()
 
 
-def announce(customer_ids: Iterable[int], *facts: Fact) -> None:
+def announce(
+    customer_ids: Iterable[int], *facts: Fact, activity_kinds: Iterable[str] | None = None
+) -> None:
     ids = frozenset(customer_ids)
     if ids and facts:
-        facts_changed.send(sender=Fact, customer_ids=ids, facts=frozenset(facts))
+        facts_changed.send(
+            sender=Fact,
+            customer_ids=ids,
+            facts=frozenset(facts),
+            activity_kinds=None if activity_kinds is None else frozenset(activity_kinds),
+        )

@@ -1,1 +1,168 @@
-"""AARRR funnel tables (milestones, stage history) are built in the funnel issue."""
+"""The AARRR funnel's derived tables: one milestone row per customer, and stage history.
+
+Both are derived from the raw facts in ``customers`` (customers, activities, orders,
+referrals) by ``funnel.services.milestones_refresh``, which every write path reaches through
+``customers.hooks.facts_changed``; ``manage.py rebuild_funnel`` recomputes them from scratch
+with the same SQL. Never write these tables anywhere else.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+class Stage(models.IntegerChoices):
+    """The AARRR stages in order. A customer is at stage k when milestones 1..k are all
+    reached, in any order; every customer has reached acquisition."""
+
+    ACQUISITION = 1, _("Acquisition")
+    ACTIVATION = 2, _("Activation")
+    RETENTION = 3, _("Retention")
+    REVENUE = 4, _("Revenue")
+    REFERRAL = 5, _("Referral")
+
+
+#: Field of :class:`Milestones` holding when each stage was reached (the latest of its
+#: milestone and the previous stages' ones), in stage order.
+REACHED_FIELDS = {
+    Stage.ACQUISITION: "acquired_at",
+    Stage.ACTIVATION: "reached_activation_at",
+    Stage.RETENTION: "reached_retention_at",
+    Stage.REVENUE: "reached_revenue_at",
+    Stage.REFERRAL: "reached_referral_at",
+}
+
+
+class Milestones(models.Model):
+    """A customer's five milestone times (null until reached), the stage they make, and
+    copies of the customer's report dimensions so that a report scans this table alone.
+
+    ``engaged_weeks`` / ``engaged_months`` are bit sets: bit n is set when the customer had
+    an engagement activity in period n after acquisition (periods of 7 or 30 days counted
+    from ``acquired_at``; n < 62). The cohort report counts bits instead of reading the
+    activity table.
+    """
+
+    customer = models.OneToOneField(
+        "customers.Customer",
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="milestones",
+        verbose_name=_("customer"),
+    )
+    # Copies of the customer's dimensions (kept in step by the same refresh).
+    acquired_at = models.DateTimeField(_("acquired at"))
+    channel = models.ForeignKey(
+        "channels.Channel",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,  # (channel, acquired_at) below serves it
+    )
+    store = models.ForeignKey(
+        "customers.Store",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,  # (store, acquired_at) below serves it
+    )
+    owner = models.ForeignKey(
+        "customers.Staff",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,  # (owner, acquired_at) below serves it
+    )
+    is_referred = models.BooleanField(_("referred"), default=False)
+    lost_at = models.DateTimeField(_("lost at"), null=True, blank=True)
+    # The milestones themselves.
+    activated_at = models.DateTimeField(_("activated at"), null=True, blank=True)
+    retained_at = models.DateTimeField(_("retained at"), null=True, blank=True)
+    revenue_at = models.DateTimeField(_("first purchase at"), null=True, blank=True)
+    repurchase_at = models.DateTimeField(_("repurchase at"), null=True, blank=True)
+    referral_at = models.DateTimeField(_("first referral at"), null=True, blank=True)
+    # When each stage was reached, and the current stage.
+    reached_activation_at = models.DateTimeField(null=True, blank=True)
+    reached_retention_at = models.DateTimeField(null=True, blank=True)
+    reached_revenue_at = models.DateTimeField(null=True, blank=True)
+    reached_referral_at = models.DateTimeField(null=True, blank=True)
+    stage = models.PositiveSmallIntegerField(
+        _("stage"), choices=Stage.choices, default=Stage.ACQUISITION
+    )
+    engaged_weeks = models.BigIntegerField(default=0)
+    engaged_months = models.BigIntegerField(default=0)
+    # The repurchase cycle: paid orders, the last one, and the median interval between
+    # them (to the whole second); the next purchase is expected one interval after the last.
+    paid_orders = models.PositiveIntegerField(_("paid orders"), default=0)
+    last_paid_at = models.DateTimeField(_("last purchase at"), null=True, blank=True)
+    purchase_interval = models.DurationField(
+        _("median interval between purchases"), null=True, blank=True
+    )
+
+    class Meta:
+        db_table = "funnel_milestones"
+        verbose_name = _("funnel milestones")
+        verbose_name_plural = _("funnel milestones")
+        indexes = [
+            models.Index(fields=["acquired_at"], name="milestones_acq_idx"),
+            models.Index(fields=["channel", "acquired_at"], name="milestones_channel_idx"),
+            models.Index(fields=["store", "acquired_at"], name="milestones_store_idx"),
+            models.Index(fields=["owner", "acquired_at"], name="milestones_owner_idx"),
+            models.Index(
+                fields=["store", "last_paid_at"],
+                name="milestones_repeat_idx",
+                condition=Q(purchase_interval__isnull=False),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(stage__gte=1, stage__lte=5), name="milestones_stage_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id}: {Stage(self.stage).label}"
+
+
+class StageChange(models.Model):
+    """A change of a customer's current stage. A rise of several stages at once is kept
+    as one row per stage entered, each at the time that stage was reached, so the history
+    reads the same whether facts arrived one by one or in a bulk import (or a rebuild).
+    A fall (a refunded order) is one row at the time it was noticed. The history starts
+    at acquisition: entering stage 1 is the customer's creation, not a row here."""
+
+    customer = models.ForeignKey(
+        "customers.Customer",
+        on_delete=models.CASCADE,
+        related_name="stage_changes",
+        verbose_name=_("customer"),
+        db_index=False,  # (customer, at) below serves it
+    )
+    from_stage = models.PositiveSmallIntegerField(_("from"), choices=Stage.choices)
+    to_stage = models.PositiveSmallIntegerField(_("to"), choices=Stage.choices)
+    at = models.DateTimeField(_("at"))
+    recorded_at = models.DateTimeField(_("recorded at"), default=timezone.now)
+
+    class Meta:
+        ordering = ["at", "id"]
+        verbose_name = _("stage change")
+        verbose_name_plural = _("stage changes")
+        indexes = [
+            models.Index(fields=["customer", "at"], name="stagechange_customer_idx"),
+            models.Index(fields=["to_stage", "at"], name="stagechange_entered_idx"),
+            models.Index(fields=["recorded_at"], name="stagechange_recorded_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(from_stage=models.F("to_stage")), name="stagechange_is_change"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id}: {self.from_stage} → {self.to_stage} @ {self.at:%Y-%m-%d}"

@@ -322,6 +322,37 @@ WECOM_SYNC_LEASE_SECONDS = env_int("WECOM_SYNC_LEASE_SECONDS", 120, minimum=5)
 if len(WECOM_AES_KEY) != 43:
     raise ImproperlyConfigured("WECOM_AES_KEY must be the 43-character EncodingAESKey from WeCom.")
 
+# --- Funnel (the definitions in README "The AARRR funnel") -----------------------------
+# Activity kinds that make a customer activated.
+FUNNEL_ACTIVATION_KINDS = env_list(
+    "FUNNEL_ACTIVATION_KINDS",
+    ["message_received", "member_joined", "coupon_claimed", "form_submitted"],
+)
+# Kinds the system writes itself: never engagement (retention, cohorts).
+FUNNEL_SYSTEM_KINDS = env_list(
+    "FUNNEL_SYSTEM_KINDS",
+    [
+        "touchpoint_sent",
+        "contact_added",
+        "contact_deleted",
+        "welcome_sent",
+        "message_sent",
+        "tag_added",
+        "tag_removed",
+        "note_added",
+        "order_refunded",
+    ],
+)
+# Retention is the first engagement at least this many days after acquisition.
+FUNNEL_RETENTION_DAYS = env_int("FUNNEL_RETENTION_DAYS", 7, minimum=1)
+if not FUNNEL_ACTIVATION_KINDS:
+    raise ImproperlyConfigured("FUNNEL_ACTIVATION_KINDS must name at least one activity kind.")
+if set(FUNNEL_ACTIVATION_KINDS) & set(FUNNEL_SYSTEM_KINDS):
+    raise ImproperlyConfigured(
+        "FUNNEL_ACTIVATION_KINDS and FUNNEL_SYSTEM_KINDS must not share a kind: "
+        f"{sorted(set(FUNNEL_ACTIVATION_KINDS) & set(FUNNEL_SYSTEM_KINDS))}."
+    )
+
 # --- Logging ---------------------------------------------------------------------------
 LOGGING = {
     "version": 1,

@@ -92,7 +92,11 @@ def activities_record(*, rows: Sequence[ActivityInput]) -> UpsertResult:
             )
         )
     result.ids = [existing[k] for k in keys]
-    announce({a["customer_id"] for a in new.values()}, Fact.ACTIVITY)
+    announce(
+        {a["customer_id"] for a in new.values()},
+        Fact.ACTIVITY,
+        activity_kinds={a["kind"] for a in new.values()},
+    )
     return result
 
 

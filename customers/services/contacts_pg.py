@@ -418,7 +418,9 @@ def contact_follows_apply_pg(
 
         if record_added and added:
             cursor.execute(_ACTIVITIES_INSERT.format(**tables), {"now": now, "follow_ids": added})
-            announce({r[0] for r in cursor.fetchall()}, Fact.ACTIVITY)
+            announce(
+                {r[0] for r in cursor.fetchall()}, Fact.ACTIVITY, activity_kinds={"contact_added"}
+            )
 
         cursor.execute(
             "SELECT f.id, f.customer_id FROM {follow} f "

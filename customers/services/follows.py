@@ -107,5 +107,5 @@ def follows_mark_deleted(
     customers = {c for _pk, c, _s in rows}
     customers_refresh_status(customer_ids=customers, at=at)
     customer_tags_sync(customer_ids=customers)
-    announce(customers, Fact.FOLLOW, Fact.ACTIVITY)
+    announce(customers, Fact.FOLLOW, Fact.ACTIVITY, activity_kinds={"contact_deleted"})
     return len(rows)

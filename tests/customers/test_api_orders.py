@@ -304,8 +304,9 @@ def test_bulk_import_runs_in_a_constant_number_of_queries(
 ) -> None:
     rows = [order_row(n) for n in range(1000)]
     # PostgreSQL inserts the 1,000 rows in one statement; SQLite's 999-parameter limit
-    # makes Django split them into 14, hence the headroom.
-    with django_assert_max_num_queries(25):
+    # makes Django split them into 14, hence the headroom. The funnel's milestone refresh
+    # adds its constant handful of statements (funnel.services).
+    with django_assert_max_num_queries(32):
         response = api_client.post(BULK, rows, format="json")
     assert response.json()["created"] == 1000
 

@@ -1,0 +1,38 @@
+"""The funnel follows the facts: every write service announces the customers it touched
+(``customers.hooks``), and their milestones are refreshed in the same transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from customers.hooks import Fact
+from funnel.services import milestones_refresh
+
+# Facts that can move a milestone. Follows and tags do not: acquisition is the
+# customer's acquired_at (kept as the earliest follow by the contact services), and the
+# reports read follows and tags directly for their staff and tag filters.
+_RELEVANT = {Fact.CUSTOMER, Fact.ORDER, Fact.ACTIVITY, Fact.REFERRAL}
+
+
+def facts_changed_refresh(
+    sender: Any,
+    *,
+    customer_ids: frozenset[int],
+    facts: frozenset[Fact],
+    activity_kinds: frozenset[str] | None = None,
+    **kwargs: Any,
+) -> None:
+    relevant = facts & _RELEVANT
+    if not relevant:
+        return
+    # Activities the system writes (contact_added on every sync add, touchpoints) are
+    # neither activation nor engagement: nothing to recompute.
+    if (
+        relevant == {Fact.ACTIVITY}
+        and activity_kinds is not None
+        and activity_kinds <= set(settings.FUNNEL_SYSTEM_KINDS)
+    ):
+        return
+    milestones_refresh(customer_ids=customer_ids)

@@ -1,0 +1,339 @@
+"""Keeping the funnel's milestones in step with the facts.
+
+One function, :func:`milestones_refresh`, recomputes the milestone rows of the given
+customers (or of everyone) from the raw tables in a few set-based statements, writes only
+the rows that differ, and records stage changes. The ``facts_changed`` receiver calls it
+for the customers a write touched; ``rebuild_funnel`` calls it for everyone. Being the
+same SQL, a rebuild gives exactly what incremental maintenance gave.
+
+Definitions (the product's contract, also in the README):
+
+* acquisition: ``Customer.acquired_at``;
+* activation: the first activity of an activation kind (``FUNNEL_ACTIVATION_KINDS``);
+* retention: the first engagement activity (any kind but ``FUNNEL_SYSTEM_KINDS``) at least
+  ``FUNNEL_RETENTION_DAYS`` days after acquisition;
+* revenue / repurchase: ``paid_at`` of the first / second paid order (by ``paid_at``, then
+  id); refunded orders never count;
+* referral: the acquisition time of the first customer referred by this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from customers.models import Activity, Customer, Order, OrderStatus
+from funnel.models import Milestones, StageChange
+
+# Bits of a signed 64-bit integer a period set may use (bit 63 is the sign).
+PERIODS = 62
+WEEK_DAYS = 7
+MONTH_DAYS = 30
+# Customers refreshed per round of statements: bounds the id list and the rows in Python.
+CHUNK = 20_000
+_US_PER_DAY = 86_400 * 1_000_000
+
+_MILESTONE_COLUMNS = (
+    "customer_id",
+    "acquired_at",
+    "channel_id",
+    "store_id",
+    "owner_id",
+    "is_referred",
+    "lost_at",
+    "activated_at",
+    "retained_at",
+    "revenue_at",
+    "repurchase_at",
+    "referral_at",
+    "reached_activation_at",
+    "reached_retention_at",
+    "reached_revenue_at",
+    "reached_referral_at",
+    "stage",
+    "engaged_weeks",
+    "engaged_months",
+    "paid_orders",
+    "last_paid_at",
+    "purchase_interval",
+)
+
+
+@dataclass
+class RefreshResult:
+    customers: int = 0  # customers considered
+    changed: int = 0  # milestone rows written (created or changed)
+    stage_changes: int = 0
+
+
+def _vendor_sql() -> dict[str, str]:
+    """The few fragments PostgreSQL and SQLite spell differently."""
+    if connection.vendor == "postgresql":
+        return {
+            # Exact microseconds between two timestamptz values.
+            "us_between": "(EXTRACT(EPOCH FROM ({a} - {b})) * 1000000)",
+            "bit_or": "BIT_OR({x})",
+            "period": "FLOOR(({diff}) / {length})",
+            "distinct": "IS DISTINCT FROM",
+            "shift": "(1::bigint << ({n})::int)",
+            "gap": "(o.paid_at - {prev})",
+            # The median interval, to the whole second (SQLite's twin below agrees).
+            "median": "date_trunc('second', percentile_cont(0.5) WITHIN GROUP (ORDER BY {x}))",
+        }
+    # SQLite keeps datetimes as 'YYYY-MM-DD HH:MM:SS[.ffffff]' text in UTC: whole seconds
+    # from strftime, plus the fraction read as an integer (absent means .000000).
+    us = (
+        "(CAST(strftime('%%s', {x}) AS INTEGER) * 1000000"
+        " + CAST(substr({x} || '.000000', 21, 6) AS INTEGER))"
+    )
+    return {
+        "us_between": "(" + us.format(x="{a}") + " - " + us.format(x="{b}") + ")",
+        # Distinct powers of two summed are their bitwise OR; SQLite has no BIT_OR.
+        "bit_or": "SUM(DISTINCT {x})",
+        # Integer division of non-negative integers is the floor.
+        "period": "(({diff}) / {length})",
+        "distinct": "IS NOT",
+        "shift": "(1 << ({n}))",
+        # DurationField is integer microseconds in SQLite.
+        "gap": "(" + us.format(x="o.paid_at") + " - " + us.format(x="{prev}") + ")",
+        # scrm_median_seconds is registered on every SQLite connection (funnel.apps).
+        "median": "(scrm_median_seconds({x}) * 1000000)",
+    }
+
+
+def _in_ids(column: str, all_customers: bool) -> str:
+    if all_customers:
+        return "TRUE" if connection.vendor == "postgresql" else "1"
+    if connection.vendor == "postgresql":
+        return f"{column} = ANY(%(ids)s)"
+    return f"{column} IN (SELECT value FROM json_each(%(ids)s))"
+
+
+def _fresh_sql(*, all_customers: bool) -> str:
+    """SELECT of the recomputed milestone rows (``_MILESTONE_COLUMNS`` in order)."""
+    v = _vendor_sql()
+    tables = {
+        "customer": Customer._meta.db_table,
+        "activity": Activity._meta.db_table,
+        "order": Order._meta.db_table,
+    }
+    diff = v["us_between"].format(a="a.occurred_at", b="ac.acquired_at")
+    engaged = "a.kind NOT IN (SELECT value FROM sys_kinds)"
+    gap = v["gap"].format(
+        prev="LAG(o.paid_at) OVER (PARTITION BY o.customer_id ORDER BY o.paid_at, o.id)"
+    )
+
+    def periods(days: int) -> str:
+        length = days * _US_PER_DAY
+        bit = v["shift"].format(n=v["period"].format(diff=diff, length=length))
+        inner = (
+            f"CASE WHEN {engaged} AND ({diff}) >= 0 AND ({diff}) < {length * PERIODS} "
+            f"THEN {bit} END"
+        )
+        return v["bit_or"].format(x=inner)
+
+    retention_us = settings.FUNNEL_RETENTION_DAYS * _US_PER_DAY
+    true = "TRUE" if connection.vendor == "postgresql" else "1"
+    false = "FALSE" if connection.vendor == "postgresql" else "0"
+    return f"""
+WITH act_kinds(value) AS ({_values_list("act")}),
+sys_kinds(value) AS ({_values_list("sys")}),
+acts AS (
+    SELECT a.customer_id,
+        MIN(CASE WHEN a.kind IN (SELECT value FROM act_kinds) THEN a.occurred_at END)
+            AS activated_at,
+        MIN(CASE WHEN {engaged} AND ({diff}) >= {retention_us} THEN a.occurred_at END)
+            AS retained_at,
+        {periods(WEEK_DAYS)} AS engaged_weeks,
+        {periods(MONTH_DAYS)} AS engaged_months
+    FROM {tables["activity"]} a
+    JOIN {tables["customer"]} ac ON ac.id = a.customer_id
+    WHERE {_in_ids("a.customer_id", all_customers)}
+    GROUP BY a.customer_id
+),
+paid AS (
+    SELECT o.customer_id, o.paid_at,
+        ROW_NUMBER() OVER (PARTITION BY o.customer_id ORDER BY o.paid_at, o.id) AS n,
+        {gap} AS gap
+    FROM {tables["order"]} o
+    WHERE o.status = '{OrderStatus.PAID.value}' AND {_in_ids("o.customer_id", all_customers)}
+),
+orders AS (
+    SELECT customer_id,
+        MIN(CASE WHEN n = 1 THEN paid_at END) AS revenue_at,
+        MIN(CASE WHEN n = 2 THEN paid_at END) AS repurchase_at,
+        COUNT(*) AS paid_orders,
+        MAX(paid_at) AS last_paid_at,
+        {v["median"].format(x="gap")} AS purchase_interval
+    FROM paid GROUP BY customer_id
+),
+referrals AS (
+    SELECT r.referred_by_id AS customer_id, MIN(r.acquired_at) AS referral_at
+    FROM {tables["customer"]} r
+    WHERE r.referred_by_id IS NOT NULL AND {_in_ids("r.referred_by_id", all_customers)}
+    GROUP BY r.referred_by_id
+),
+base AS (
+    SELECT c.id AS customer_id, c.acquired_at, c.source_channel_id AS channel_id,
+        c.store_id, c.owner_id,
+        CASE WHEN c.referred_by_id IS NULL THEN {false} ELSE {true} END AS is_referred,
+        c.lost_at,
+        acts.activated_at, acts.retained_at,
+        orders.revenue_at, orders.repurchase_at, referrals.referral_at,
+        COALESCE(acts.engaged_weeks, 0) AS engaged_weeks,
+        COALESCE(acts.engaged_months, 0) AS engaged_months,
+        COALESCE(orders.paid_orders, 0) AS paid_orders,
+        orders.last_paid_at, orders.purchase_interval
+    FROM {tables["customer"]} c
+    LEFT JOIN acts ON acts.customer_id = c.id
+    LEFT JOIN orders ON orders.customer_id = c.id
+    LEFT JOIN referrals ON referrals.customer_id = c.id
+    WHERE {_in_ids("c.id", all_customers)}
+),
+r2 AS (
+    SELECT base.*, {_later("acquired_at", "activated_at")} AS reached_activation_at FROM base
+),
+r3 AS (
+    SELECT r2.*, {_later("reached_activation_at", "retained_at")} AS reached_retention_at
+    FROM r2
+),
+r4 AS (
+    SELECT r3.*, {_later("reached_retention_at", "revenue_at")} AS reached_revenue_at FROM r3
+),
+r5 AS (
+    SELECT r4.*, {_later("reached_revenue_at", "referral_at")} AS reached_referral_at FROM r4
+)
+SELECT customer_id, acquired_at, channel_id, store_id, owner_id, is_referred, lost_at,
+    activated_at, retained_at, revenue_at, repurchase_at, referral_at,
+    reached_activation_at, reached_retention_at, reached_revenue_at, reached_referral_at,
+    CASE WHEN reached_referral_at IS NOT NULL THEN 5
+         WHEN reached_revenue_at IS NOT NULL THEN 4
+         WHEN reached_retention_at IS NOT NULL THEN 3
+         WHEN reached_activation_at IS NOT NULL THEN 2
+         ELSE 1 END AS stage,
+    engaged_weeks, engaged_months, paid_orders, last_paid_at, purchase_interval
+FROM r5
+"""
+
+
+def _later(previous: str, milestone: str) -> str:
+    """When a stage is reached: the later of the previous stage's time and its own
+    milestone, or NULL while either is missing (portable: no GREATEST in SQLite)."""
+    return (
+        f"CASE WHEN {previous} IS NULL OR {milestone} IS NULL THEN NULL "
+        f"WHEN {milestone} > {previous} THEN {milestone} ELSE {previous} END"
+    )
+
+
+def _values_list(name: str) -> str:
+    kinds = _kinds()[name]
+    if not kinds:
+        return "SELECT CAST(NULL AS VARCHAR(32)) WHERE 1 = 0"
+    return " UNION ALL ".join(
+        f"SELECT CAST(%({name}{i})s AS VARCHAR(32))" for i in range(len(kinds))
+    )
+
+
+def _kinds() -> dict[str, list[str]]:
+    return {
+        "act": list(settings.FUNNEL_ACTIVATION_KINDS),
+        "sys": list(settings.FUNNEL_SYSTEM_KINDS),
+    }
+
+
+def _params(ids: Sequence[int] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for name, kinds in _kinds().items():
+        params.update({f"{name}{i}": kind for i, kind in enumerate(kinds)})
+    if ids is not None:
+        if connection.vendor == "postgresql":
+            params["ids"] = list(ids)
+        else:
+            params["ids"] = "[" + ",".join(str(int(i)) for i in ids) + "]"
+    return params
+
+
+_FRESH = "funnel_fresh"
+_STAGE_TIMES = {
+    2: "reached_activation_at",
+    3: "reached_retention_at",
+    4: "reached_revenue_at",
+    5: "reached_referral_at",
+}
+
+
+def milestones_refresh(
+    *, customer_ids: Iterable[int] | None = None, now: datetime | None = None
+) -> RefreshResult:
+    """Recompute the milestones of these customers (of every customer with ``None``), write
+    the rows that differ and record the stage changes, in the caller's transaction."""
+    now = now or timezone.now()
+    result = RefreshResult()
+    with transaction.atomic():
+        if customer_ids is None:
+            _refresh(None, now, result)
+        else:
+            ids = sorted(set(customer_ids))
+            for start in range(0, len(ids), CHUNK):
+                _refresh(ids[start : start + CHUNK], now, result)
+    return result
+
+
+def _refresh(ids: list[int] | None, now: datetime, result: RefreshResult) -> None:
+    milestones = Milestones._meta.db_table
+    params = _params(ids)
+    distinct = _vendor_sql()["distinct"]
+    with connection.cursor() as cursor:
+        # The fresh rows land in a temporary table first so that the stage changes can be
+        # read against the stored rows before these are overwritten.
+        cursor.execute(f"DROP TABLE IF EXISTS {_FRESH}")
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE {_FRESH} AS {_fresh_sql(all_customers=ids is None)}",
+            params,
+        )
+        fresh_rows = _count(cursor, _FRESH)
+        result.customers += fresh_rows
+        if connection.vendor == "postgresql" and fresh_rows > 50_000:
+            # A temporary table has no statistics; the joins below need them at scale.
+            cursor.execute(f"ANALYZE {_FRESH}")
+        at = " ".join(f"WHEN {k} THEN f.{column}" for k, column in _STAGE_TIMES.items())
+        steps = " UNION ALL ".join(f"SELECT {k} AS k" for k in _STAGE_TIMES)
+        cursor.execute(
+            f"""
+            INSERT INTO {StageChange._meta.db_table}
+                (customer_id, from_stage, to_stage, at, recorded_at)
+            SELECT f.customer_id, s.k - 1, s.k, CASE s.k {at} END, %(now)s
+            FROM {_FRESH} f
+            LEFT JOIN {milestones} m ON m.customer_id = f.customer_id
+            JOIN ({steps}) s ON s.k > COALESCE(m.stage, 1) AND s.k <= f.stage
+            UNION ALL
+            SELECT f.customer_id, m.stage, f.stage, %(now)s, %(now)s
+            FROM {_FRESH} f JOIN {milestones} m ON m.customer_id = f.customer_id
+            WHERE f.stage < m.stage
+            """,
+            {"now": now},
+        )
+        result.stage_changes += max(cursor.rowcount, 0)
+        columns = ", ".join(_MILESTONE_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _MILESTONE_COLUMNS[1:])
+        changed = " OR ".join(
+            f"{milestones}.{c} {distinct} excluded.{c}" for c in _MILESTONE_COLUMNS[1:]
+        )
+        # ``WHERE 1 = 1`` lets SQLite tell the upsert's ON CONFLICT from a join's ON.
+        cursor.execute(
+            f"INSERT INTO {milestones} ({columns}) SELECT {columns} FROM {_FRESH} WHERE 1 = 1 "
+            f"ON CONFLICT (customer_id) DO UPDATE SET {updates} WHERE {changed}"
+        )
+        result.changed += max(cursor.rowcount, 0)
+        cursor.execute(f"DROP TABLE {_FRESH}")
+
+
+def _count(cursor: Any, table: str) -> int:
+    cursor.execute(f"SELECT COUNT(*) FROM {table}")
+    return int(cursor.fetchone()[0])
