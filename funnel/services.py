@@ -285,11 +285,39 @@ def milestones_refresh(
     return result
 
 
+# Any constant: the advisory lock a refresh shares and a rebuild holds alone.
+_REBUILD_LOCK = 0x46554E4E454C  # "FUNNEL"
+
+
+def _serialize(cursor: Any, ids: list[int] | None) -> None:
+    """Make concurrent refreshes exact on PostgreSQL (SQLite has a single writer).
+
+    Each refresh computes from its statement's snapshot. Two transactions adding orders
+    for one customer would each see only their own and the later write would win, so a
+    refresh first locks its customers' rows; the other waits, and its next statement sees
+    the first's commit. A full rebuild reads everyone, so it excludes every refresh.
+    Row locks are taken in id order (no deadlock); NO KEY UPDATE does not conflict with the
+    KEY SHARE locks foreign-key checks take on the same rows.
+    """
+    if connection.vendor != "postgresql":
+        return
+    if ids is None:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_REBUILD_LOCK])
+        return
+    cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [_REBUILD_LOCK])
+    cursor.execute(
+        f"SELECT id FROM {Customer._meta.db_table} WHERE id = ANY(%s) "
+        "ORDER BY id FOR NO KEY UPDATE",
+        [ids],
+    )
+
+
 def _refresh(ids: list[int] | None, now: datetime, result: RefreshResult) -> None:
     milestones = Milestones._meta.db_table
     params = _params(ids)
     distinct = _vendor_sql()["distinct"]
     with connection.cursor() as cursor:
+        _serialize(cursor, ids)
         # The fresh rows land in a temporary table first so that the stage changes can be
         # read against the stored rows before these are overwritten.
         cursor.execute(f"DROP TABLE IF EXISTS {_FRESH}")

@@ -1,0 +1,75 @@
+"""Concurrent writers for one customer must leave exact milestones (PostgreSQL: SQLite has
+a single writer, so the race cannot happen there)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection, connections, transaction
+from django.utils import timezone
+
+from customers.services.orders import OrderInput, orders_upsert
+from funnel.models import Milestones
+from funnel.services import milestones_refresh
+from tests.factories import CustomerFactory
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite has one writer"),
+]
+
+
+def _order(external_id: str, customer_id: int, days: int) -> OrderInput:
+    return OrderInput(
+        external_id=external_id,
+        customer_id=customer_id,
+        amount=Decimal("10.00"),
+        paid_at=timezone.now() - timedelta(days=days),
+    )
+
+
+def test_two_transactions_adding_orders_to_one_customer_both_count() -> None:
+    customer = CustomerFactory()
+    milestones_refresh(customer_ids=[customer.pk])
+    first_written = threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with transaction.atomic():
+                orders_upsert(rows=[_order("race-a", customer.pk, 20)])
+                first_written.set()
+                # Still uncommitted while the second writer computes its refresh.
+                time.sleep(0.5)
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+            first_written.set()
+        finally:
+            connections.close_all()
+
+    def second() -> None:
+        try:
+            first_written.wait(5)
+            with transaction.atomic():
+                orders_upsert(rows=[_order("race-b", customer.pk, 10)])
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+
+    assert not errors
+    row = Milestones.objects.get(customer_id=customer.pk)
+    assert row.paid_orders == 2
+    assert row.repurchase_at is not None
+    # And it is what a rebuild computes.
+    assert milestones_refresh(customer_ids=[customer.pk]).changed == 0
