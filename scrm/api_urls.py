@@ -1,6 +1,7 @@
 """REST API v1 (mounted at /api/v1/). Resources and their rules: see each viewset, and
 the OpenAPI document at /api/schema/ (browsable at /api/docs/)."""
 
+from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from channels.api import ChannelCodeViewSet, ChannelViewSet, SyncRunViewSet
@@ -30,4 +31,8 @@ router.register("channels", ChannelViewSet, basename="channel")
 router.register("channel-codes", ChannelCodeViewSet, basename="channel-code")
 router.register("sync-runs", SyncRunViewSet, basename="sync-run")
 
-urlpatterns = router.urls
+urlpatterns = [
+    *router.urls,
+    # The funnel's reports are not resources of a model: plain views, read-only.
+    path("", include("funnel.api")),
+]
