@@ -9,7 +9,8 @@ export DEBUG ?= 1
 # Variables that would point the SQLite pass at real services; it must not see them.
 SERVICE_VARS := DATABASE_URL REDIS_URL CELERY_BROKER_URL CELERY_RESULT_BACKEND
 
-.PHONY: install run test test-sqlite test-services lint fmt migrate seed clean bench-sync
+.PHONY: install run test test-sqlite test-services lint fmt migrate seed clean bench-sync \
+	bench-funnel
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +65,13 @@ test-services: $(STAMP)
 BENCH_SYNC_SIZES ?= --relationships 100000 --relationships 1000000
 bench-sync: $(STAMP)
 	env $(addprefix -u ,$(SERVICE_VARS)) $(BIN)/python -m bench.sync $(BENCH_SYNC_SIZES)
+
+# The AARRR funnel at 1,000,000 customers / 10,000,000 activities, seeded with SQL.
+# BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/scrm_bench_funnel) is
+# dropped and re-created (PostgreSQL on this machine only).
+BENCH_FUNNEL_ARGS ?= --customers 1000000
+bench-funnel: $(STAMP)
+	env $(addprefix -u ,$(SERVICE_VARS)) $(BIN)/python -m bench.funnel $(BENCH_FUNNEL_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
