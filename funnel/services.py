@@ -87,9 +87,11 @@ def _vendor_sql() -> dict[str, str]:
             "median": "date_trunc('second', percentile_cont(0.5) WITHIN GROUP (ORDER BY {x}))",
         }
     # SQLite keeps datetimes as 'YYYY-MM-DD HH:MM:SS[.ffffff]' text in UTC: whole seconds
-    # from strftime, plus the fraction read as an integer (absent means .000000).
+    # from strftime, plus the fraction read as an integer (absent means .000000). strftime
+    # reads only the first 19 characters: given the fraction it rounds to the millisecond,
+    # so '...:59.9995' would count as the next second, and the fraction twice.
     us = (
-        "(CAST(strftime('%%s', {x}) AS INTEGER) * 1000000"
+        "(CAST(strftime('%%s', substr({x}, 1, 19)) AS INTEGER) * 1000000"
         " + CAST(substr({x} || '.000000', 21, 6) AS INTEGER))"
     )
     return {
