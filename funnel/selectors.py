@@ -8,14 +8,34 @@ the customers of their store only.
 
 from __future__ import annotations
 
+from datetime import date, datetime, time, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+from django.core.exceptions import ValidationError
+from django.db.models import (
+    BigIntegerField,
+    Count,
+    DateTimeField,
+    DecimalField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    Func,
+    OuterRef,
+    Q,
+    QuerySet,
+    Sum,
+)
+from django.db.models.functions import Trunc
+from django.db.models.lookups import GreaterThan
+from django.utils import timezone
 
-from customers.models import CustomerTag, Follow
+from customers.models import Customer, CustomerTag, Follow, OrderStatus
 from customers.selectors import staff_of
 from funnel.filters import ReportFilters
 from funnel.models import REACHED_FIELDS, Milestones, Stage
+from funnel.services import MONTH_DAYS, PERIODS, WEEK_DAYS, _vendor_sql
 from scrm.roles import Role, role_of
 
 
@@ -44,30 +64,49 @@ def milestones_visible_qs(user: Any) -> QuerySet[Milestones]:
     return qs.filter(Q(owner_id=staff.pk) | Exists(own_follow))
 
 
-def cohort_qs(user: Any, filters: ReportFilters) -> QuerySet[Milestones]:
-    """The cohort: visible customers acquired in [start, end), narrowed by the filters.
+def narrowed_qs(
+    qs: QuerySet[Milestones],
+    *,
+    channel_id: int | None = None,
+    store_id: int | None = None,
+    staff_id: int | None = None,
+    tag_id: int | None = None,
+) -> QuerySet[Milestones]:
+    """Milestone rows narrowed by the report dimensions (``None`` leaves one open).
 
     The staff filter means the staff member's customers: owned by them, or added by them
     at any time (a follow, even one since deleted, since it asks who brought the customer).
     """
-    qs = milestones_visible_qs(user).filter(
-        acquired_at__gte=filters.start_at, acquired_at__lt=filters.end_at
-    )
-    if filters.channel_id is not None:
-        qs = qs.filter(channel_id=filters.channel_id)
-    if filters.store_id is not None:
-        qs = qs.filter(store_id=filters.store_id)
-    if filters.staff_id is not None:
-        followed = Follow.objects.filter(
-            customer_id=OuterRef("customer_id"), staff_id=filters.staff_id
-        )
-        qs = qs.filter(Q(owner_id=filters.staff_id) | Exists(followed))
-    if filters.tag_id is not None:
-        tagged = CustomerTag.objects.filter(
-            customer_id=OuterRef("customer_id"), tag_id=filters.tag_id
-        )
+    if channel_id is not None:
+        qs = qs.filter(channel_id=channel_id)
+    if store_id is not None:
+        qs = qs.filter(store_id=store_id)
+    if staff_id is not None:
+        followed = Follow.objects.filter(customer_id=OuterRef("customer_id"), staff_id=staff_id)
+        qs = qs.filter(Q(owner_id=staff_id) | Exists(followed))
+    if tag_id is not None:
+        tagged = CustomerTag.objects.filter(customer_id=OuterRef("customer_id"), tag_id=tag_id)
         qs = qs.filter(Exists(tagged))
     return qs
+
+
+def _dimensions_qs(user: Any, filters: ReportFilters) -> QuerySet[Milestones]:
+    """Visible customers narrowed by the filters' dimensions, whenever acquired."""
+    return narrowed_qs(
+        milestones_visible_qs(user),
+        channel_id=filters.channel_id,
+        store_id=filters.store_id,
+        staff_id=filters.staff_id,
+        tag_id=filters.tag_id,
+    )
+
+
+def cohort_qs(user: Any, filters: ReportFilters) -> QuerySet[Milestones]:
+    """The cohort: visible customers acquired in [start, end), narrowed by the filters
+    (see :func:`narrowed_qs` for what each dimension means)."""
+    return _dimensions_qs(user, filters).filter(
+        acquired_at__gte=filters.start_at, acquired_at__lt=filters.end_at
+    )
 
 
 def reached(field: str, filters: ReportFilters) -> Q:
@@ -127,3 +166,402 @@ def funnel_report(*, user: Any, filters: ReportFilters) -> dict[str, Any]:
             "first_purchases": totals["bought"],
         },
     }
+
+
+# --- Channels ---------------------------------------------------------------------------
+
+_CENT = Decimal("0.01")
+#: Sums of amounts: wider than one order's amount (12 digits) so a channel's or a
+#: cohort's total cannot overflow the Decimal context on SQLite.
+_MONEY_SUM: DecimalField[Decimal, Decimal] = DecimalField(max_digits=20, decimal_places=2)
+
+
+def _money(value: Decimal | None) -> str:
+    """Money as the API shows it: a Decimal string with two places (half up, as a till)."""
+    return str((value or Decimal(0)).quantize(_CENT, rounding=ROUND_HALF_UP))
+
+
+def _stage_counts(filters: ReportFilters) -> dict[str, Count]:
+    """Count of the rows at each stage after acquisition, keyed by the stage's name."""
+    return {
+        stage.name.lower(): Count("pk", filter=reached(field, filters))
+        for stage, field in REACHED_FIELDS.items()
+        if stage != Stage.ACQUISITION
+    }
+
+
+def _paid_orders(filters: ReportFilters | None = None) -> Q:
+    """The cohort rows' paid orders (within the window after acquisition, if any). Used in
+    one ``filter()`` so that every condition applies to the same joined order."""
+    condition = Q(customer__orders__status=OrderStatus.PAID)
+    if filters is not None and filters.window is not None:
+        condition &= Q(customer__orders__paid_at__lt=F("acquired_at") + filters.window)
+    return condition
+
+
+def channel_report(*, user: Any, filters: ReportFilters) -> list[dict[str, Any]]:
+    """Per first-touch channel of the cohort: customers acquired, count at each stage,
+    first purchases and repurchases, revenue, cost and cost per acquired customer.
+
+    Two aggregate queries (stages, revenue), each grouped by channel in the database.
+    Customers without a channel make one row with ``channel_id`` None (only if any); its
+    cost is zero and its cost per acquired customer None (nothing was paid for them).
+    Rows come by customers acquired (most first), then channel name.
+    """
+    cohort = cohort_qs(user, filters)
+    rows = (
+        cohort.values("channel_id", "channel__name", "channel__cost")
+        .annotate(
+            acquired=Count("pk"),
+            **_stage_counts(filters),
+            first_purchases=Count("pk", filter=reached("revenue_at", filters)),
+            repurchases=Count("pk", filter=reached("repurchase_at", filters)),
+        )
+        .order_by()
+    )
+    amounts: dict[int | None, Decimal] = dict(
+        cohort.filter(_paid_orders(filters))
+        .values("channel_id")
+        .annotate(amount=Sum("customer__orders__amount", output_field=_MONEY_SUM))
+        .order_by()
+        .values_list("channel_id", "amount")
+    )
+    report = []
+    for row in rows:
+        channel_id = row["channel_id"]
+        cost: Decimal = row["channel__cost"] if channel_id is not None else Decimal(0)
+        acquired = row["acquired"]
+        report.append(
+            {
+                "channel_id": channel_id,
+                "channel": row["channel__name"] or "",
+                "acquired": acquired,
+                **{name: row[name] for name in _stage_counts(filters)},
+                "first_purchases": row["first_purchases"],
+                "repurchases": row["repurchases"],
+                "repurchase_rate": rate(row["repurchases"], row["first_purchases"]),
+                "revenue_amount": _money(amounts.get(channel_id)),
+                "cost": _money(cost),
+                "cost_per_acquired": (
+                    _money(cost / acquired) if channel_id is not None and acquired else None
+                ),
+            }
+        )
+    report.sort(key=lambda r: (-r["acquired"], r["channel"], r["channel_id"] or 0))
+    return report
+
+
+# --- Calendar periods ------------------------------------------------------------------
+
+TREND_INTERVALS = ("day", "month", "year")
+#: Cohort period -> length in days of the periods counted from each acquisition.
+COHORT_PERIODS = {"week": WEEK_DAYS, "month": MONTH_DAYS}
+#: The engagement bit sets hold this many periods (bit 63 is a 64-bit integer's sign).
+MAX_COHORT_PERIODS = PERIODS
+
+
+def _period_start(day: date, kind: str) -> date:
+    """The first day of the calendar period (Monday for a week) containing ``day``."""
+    if kind == "week":
+        return day - timedelta(days=day.weekday())
+    if kind == "month":
+        return day.replace(day=1)
+    if kind == "year":
+        return day.replace(month=1, day=1)
+    return day
+
+
+def _next_period(day: date, kind: str) -> date:
+    if kind == "week":
+        return day + timedelta(days=7)
+    if kind == "month":
+        return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+    if kind == "year":
+        return day.replace(year=day.year + 1)
+    return day + timedelta(days=1)
+
+
+def _period_starts(start: date, end: date, kind: str) -> list[date]:
+    """First days of the calendar periods that overlap [start, end), in order."""
+    starts = []
+    day = _period_start(start, kind)
+    while day < end:
+        starts.append(day)
+        day = _next_period(day, kind)
+    return starts
+
+
+def _truncated(field: str, kind: str) -> Trunc:
+    """The calendar period of a time, in the configured time zone (so that a customer
+    acquired at 00:30 in Shanghai belongs to that day, not to the UTC day before)."""
+    return Trunc(field, kind, output_field=DateTimeField(), tzinfo=timezone.get_current_timezone())
+
+
+def _local_date(value: datetime) -> date:
+    return timezone.localtime(value, timezone.get_current_timezone()).date()
+
+
+# --- Trend -----------------------------------------------------------------------------
+
+#: Series of the trend report: name -> the milestone time that puts a customer in it.
+_TREND_SERIES = {
+    "new_customers": "acquired_at",
+    "activations": "activated_at",
+    "first_purchases": "revenue_at",
+    "repurchases": "repurchase_at",
+    "lost": "lost_at",
+}
+
+
+def trend_report(*, user: Any, filters: ReportFilters, interval: str) -> list[dict[str, Any]]:
+    """Events per day, month or year of [start, end) in the configured time zone: new
+    customers, activations, first purchases, repurchases, referred newcomers, customers
+    lost. Each event counts in the period it happened (not by cohort), over the visible
+    customers narrowed by the filters' dimensions; ``window_days`` does not apply.
+
+    Every period is listed, with zeros where nothing happened. One grouped query per
+    event time (five), whatever the span.
+    """
+    if interval not in TREND_INTERVALS:
+        raise ValidationError(
+            {"interval": [f"Choose one of {', '.join(TREND_INTERVALS)}; not {interval!r}."]}
+        )
+    base = _dimensions_qs(user, filters)
+    series = [*_TREND_SERIES, "referrals"]
+    table = {
+        day: dict.fromkeys(series, 0)
+        for day in _period_starts(filters.start, filters.end, interval)
+    }
+    for name, field in _TREND_SERIES.items():
+        # Referred newcomers are counted with the newcomers: one scan of acquired_at.
+        extra = (
+            {"referrals": Count("pk", filter=Q(is_referred=True))}
+            if name == "new_customers"
+            else {}
+        )
+        rows = (
+            base.filter(**{f"{field}__gte": filters.start_at, f"{field}__lt": filters.end_at})
+            .annotate(period=_truncated(field, interval))
+            .values("period")
+            .annotate(n=Count("pk"), **extra)
+            .order_by()
+        )
+        for row in rows:
+            cells = table[_local_date(row["period"])]
+            cells[name] = row["n"]
+            if extra:
+                cells["referrals"] = row["referrals"]
+    return [{"period": day.isoformat(), **cells} for day, cells in table.items()]
+
+
+# --- Cohorts ---------------------------------------------------------------------------
+
+
+class _PeriodIndex(Func):
+    """Whole periods of ``length_us`` microseconds from ``earlier`` to ``later`` (both
+    timestamps, ``later >= earlier``): the same exact microsecond arithmetic as the
+    engagement bits of ``funnel.services``, so an order and an activity at the same instant
+    land in the same period."""
+
+    output_field = BigIntegerField()
+
+    def __init__(self, later: Any, earlier: Any, *, length_us: int) -> None:
+        super().__init__(later, earlier)
+        self.length_us = length_us
+
+    def as_sql(  # type: ignore[override]
+        self, compiler: Any, connection: Any, **extra_context: Any
+    ) -> tuple[str, list[Any]]:
+        later, earlier = self.get_source_expressions()
+        later_sql, later_params = compiler.compile(later)
+        earlier_sql, earlier_params = compiler.compile(earlier)
+        if later_params or earlier_params:
+            # SQLite's template repeats each operand: parameters would be out of step.
+            raise ValueError("_PeriodIndex takes column references only")
+        sql = _vendor_sql()
+        diff = sql["us_between"].format(a=later_sql, b=earlier_sql)
+        return sql["period"].format(diff=diff, length=self.length_us), []
+
+
+def _cohort_validate(period: str, periods: int) -> None:
+    errors: dict[str, list[str]] = {}
+    if period not in COHORT_PERIODS:
+        errors["period"] = [f"Choose one of {', '.join(COHORT_PERIODS)}; not {period!r}."]
+    if not isinstance(periods, int) or not 1 <= periods <= MAX_COHORT_PERIODS:
+        errors["periods"] = [f"Must be a whole number from 1 to {MAX_COHORT_PERIODS}."]
+    if errors:
+        raise ValidationError(errors)
+
+
+def cohort_report(
+    *, user: Any, filters: ReportFilters, period: str, periods: int = 12
+) -> dict[str, Any]:
+    """Acquisition cohorts (calendar weeks from Monday, or months, in the configured time
+    zone, of the customers acquired in [start, end)) by periods since acquisition.
+
+    Period n of a customer is days [7n, 7n + 7) (weeks) or [30n, 30n + 30) (months) after
+    their own acquisition. For each cohort and n: the share of the cohort with any
+    engagement activity in period n, the share with a paid order in period n, and the
+    paid amount in period n per customer of the cohort. A cell is None when period n of the
+    cohort has not started yet (its first day + n periods is after now), or the cohort is
+    empty. ``window_days`` does not apply: the columns are the window.
+
+    Two queries: sizes and engagement from the milestones' bit sets, and one aggregate of
+    paid orders by cohort and period.
+    """
+    _cohort_validate(period, periods)
+    days = COHORT_PERIODS[period]
+    length = timedelta(days=days)
+    bits = "engaged_weeks" if period == "week" else "engaged_months"
+    cohort = cohort_qs(user, filters).annotate(cohort=_truncated("acquired_at", period))
+    engaged = {
+        f"engaged_{n}": Count("pk", filter=Q(GreaterThan(F(bits).bitand(1 << n), 0)))
+        for n in range(periods)
+    }
+    sizes = {
+        _local_date(row["cohort"]): row
+        for row in cohort.values("cohort").annotate(size=Count("pk"), **engaged).order_by()
+    }
+    paid_rows = (
+        cohort.filter(
+            _paid_orders(),
+            customer__orders__paid_at__gte=F("acquired_at"),
+            customer__orders__paid_at__lt=F("acquired_at") + length * periods,
+        )
+        .annotate(
+            n=_PeriodIndex(
+                F("customer__orders__paid_at"),
+                F("acquired_at"),
+                length_us=days * 86_400 * 1_000_000,
+            )
+        )
+        .values("cohort", "n")
+        .annotate(
+            payers=Count("pk", distinct=True),
+            amount=Sum("customer__orders__amount", output_field=_MONEY_SUM),
+        )
+        .order_by()
+    )
+    paid: dict[tuple[date, int], tuple[int, Decimal]] = {
+        (_local_date(row["cohort"]), int(row["n"])): (row["payers"], row["amount"])
+        for row in paid_rows
+    }
+    now = timezone.now()
+    cohorts = []
+    for first_day in _period_starts(filters.start, filters.end, period):
+        row = sizes.get(first_day)
+        size = row["size"] if row else 0
+        first_at = timezone.make_aware(datetime.combine(first_day, time.min))
+        engaged_cells: list[float | None] = []
+        paid_cells: list[float | None] = []
+        revenue_cells: list[str | None] = []
+        for n in range(periods):
+            if not size or first_at + n * length > now:
+                engaged_cells.append(None)
+                paid_cells.append(None)
+                revenue_cells.append(None)
+                continue
+            payers, amount = paid.get((first_day, n), (0, Decimal(0)))
+            engaged_cells.append(rate(row[f"engaged_{n}"] if row else 0, size))
+            paid_cells.append(rate(payers, size))
+            revenue_cells.append(_money(amount / size))
+        cohorts.append(
+            {
+                "cohort": first_day.isoformat(),
+                "size": size,
+                "engaged": engaged_cells,
+                "paid": paid_cells,
+                "revenue_per_customer": revenue_cells,
+            }
+        )
+    return {"period": period, "periods": periods, "cohorts": cohorts}
+
+
+# --- Repurchase cycle ------------------------------------------------------------------
+
+#: A customer overdue by more than this many of their own intervals has lapsed: they are
+#: a win-back case, no longer "due".
+LAPSED_AFTER_INTERVALS = 3
+MAX_DUE_WITHIN_DAYS = 366
+
+
+def customer_repurchase_cycle(customer: Customer) -> dict[str, Any]:
+    """A customer's purchase rhythm: paid orders, the median interval between them, the
+    last purchase and the next one expected (one median interval after the last)."""
+    row = (
+        Milestones.objects.filter(customer_id=customer.pk)
+        .values("paid_orders", "last_paid_at", "purchase_interval")
+        .first()
+    )
+    paid_orders = row["paid_orders"] if row else 0
+    last_paid_at: datetime | None = row["last_paid_at"] if row else None
+    interval: timedelta | None = row["purchase_interval"] if row else None
+    return {
+        "paid_orders": paid_orders,
+        "median_interval_days": (
+            interval.total_seconds() / 86_400 if interval is not None else None
+        ),
+        "last_paid_at": last_paid_at,
+        "next_purchase_at": (
+            last_paid_at + interval if last_paid_at is not None and interval is not None else None
+        ),
+    }
+
+
+def repurchase_due_qs(
+    *,
+    user: Any,
+    as_of: datetime | date | None = None,
+    within_days: int = 7,
+    store_id: int | None = None,
+    staff_id: int | None = None,
+    channel_id: int | None = None,
+    tag_id: int | None = None,
+) -> QuerySet[Milestones]:
+    """Repeat buyers (two paid orders or more) whose next purchase is expected by
+    ``as_of`` + ``within_days``, soonest (most overdue) first, annotated with
+    ``next_purchase_at``.
+
+    ``as_of`` is a moment (default now) or a day in the configured time zone, which means
+    the end of that day: due by the end of day ``as_of + within_days``. Overdue customers
+    stay on the list until they are more than ``LAPSED_AFTER_INTERVALS`` of their own
+    intervals late; lost customers (who deleted every staff member) are left out, since
+    nobody can reach them on WeCom.
+    """
+    if not isinstance(within_days, int) or not 0 <= within_days <= MAX_DUE_WITHIN_DAYS:
+        raise ValidationError(
+            {"within_days": [f"Must be a whole number from 0 to {MAX_DUE_WITHIN_DAYS}."]}
+        )
+    within = timedelta(days=within_days)
+    if as_of is None:
+        as_of = timezone.now()
+    if isinstance(as_of, datetime):
+        moment = as_of
+        due = Q(next_purchase_at__lte=moment + within)
+    else:
+        moment = timezone.make_aware(datetime.combine(as_of + timedelta(days=1), time.min))
+        due = Q(next_purchase_at__lt=moment + within)
+    qs = narrowed_qs(
+        milestones_visible_qs(user),
+        channel_id=channel_id,
+        store_id=store_id,
+        staff_id=staff_id,
+        tag_id=tag_id,
+    )
+    return (
+        qs.filter(purchase_interval__isnull=False, last_paid_at__isnull=False, lost_at__isnull=True)
+        .annotate(
+            next_purchase_at=ExpressionWrapper(
+                F("last_paid_at") + F("purchase_interval"), output_field=DateTimeField()
+            )
+        )
+        .alias(
+            lapsed_at=ExpressionWrapper(
+                F("last_paid_at") + F("purchase_interval") * (LAPSED_AFTER_INTERVALS + 1),
+                output_field=DateTimeField(),
+            )
+        )
+        .filter(due, lapsed_at__gte=moment)
+        .select_related("customer", "store", "owner")
+        .order_by("next_purchase_at", "customer_id")
+    )
