@@ -13,6 +13,7 @@ urlpatterns = [
     # Django's LogoutView accepts POST only (CSRF-checked), so a link cannot log anyone out.
     path("accounts/logout/", LogoutView.as_view(), name="logout"),
     path("customers/", include("customers.urls")),
+    path("funnel/", include("funnel.urls")),
     # /channels/... and /sync/ (namespace "channels").
     path("", include("channels.urls")),
     path("settings/api-tokens/", api_tokens.api_tokens, name="api_tokens"),
