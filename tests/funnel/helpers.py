@@ -1,0 +1,97 @@
+"""Small writers for the funnel's unit tests, all through ``customers.services`` so that
+the milestones are maintained by the real path (the ``facts_changed`` announcement)."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.utils import timezone
+
+from customers.models import ActivitySource, Customer, OrderStatus
+from customers.services import (
+    ActivityInput,
+    OrderInput,
+    activities_record,
+    customer_create,
+    orders_upsert,
+)
+from funnel.models import Milestones
+
+_numbers = itertools.count(1)
+
+
+def local(*args: int) -> datetime:
+    """An aware datetime in the corp's time zone (Asia/Shanghai)."""
+    return timezone.make_aware(datetime(*args))
+
+
+def customer(acquired_at: datetime, **data: Any) -> Customer:
+    n = next(_numbers)
+    return customer_create(
+        data={
+            "name": f"Funnel {n}",
+            "external_id": f"funnel-{n}",
+            "acquired_at": acquired_at,
+            **data,
+        }
+    )
+
+
+def act(c: Customer, kind: str, at: datetime, **extra: Any) -> None:
+    activities_record(
+        rows=[
+            ActivityInput(
+                customer_id=c.pk,
+                kind=kind,
+                occurred_at=at,
+                source=extra.pop("source", ActivitySource.API),
+                payload={"n": next(_numbers)},
+                **extra,
+            )
+        ]
+    )
+
+
+def pay(
+    c: Customer,
+    at: datetime,
+    amount: str = "100.00",
+    *,
+    key: str | None = None,
+    status: str = OrderStatus.PAID,
+) -> str:
+    """A paid (or refunded) order; returns its external id, for a later refund."""
+    key = key or f"funnel-order-{next(_numbers)}"
+    orders_upsert(
+        rows=[
+            OrderInput(
+                external_id=key,
+                customer_id=c.pk,
+                amount=Decimal(amount),
+                paid_at=at,
+                status=status,
+            )
+        ]
+    )
+    return key
+
+
+def refund(c: Customer, key: str, at: datetime, amount: str = "100.00") -> None:
+    orders_upsert(
+        rows=[
+            OrderInput(
+                external_id=key,
+                customer_id=c.pk,
+                amount=Decimal(amount),
+                paid_at=at,
+                status=OrderStatus.REFUNDED,
+            )
+        ]
+    )
+
+
+def milestones(c: Customer) -> Milestones:
+    return Milestones.objects.get(customer=c)
