@@ -151,7 +151,7 @@ def _statements(size: SeedSize) -> list[tuple[str, str]]:
                     THEN 1 + floor(random() * (i - 1))::bigint END,
                 {_channel("i")}, {_owner("i")}, {_store("i")}
             FROM (SELECT i, {acq} AS acq, random() < 0.08 AS lost
-                  FROM generate_series(1, {n}) i) s""",
+                  FROM generate_series(1::bigint, {n}) i) s""",
         ),
         (
             "follows",
@@ -160,21 +160,21 @@ def _statements(size: SeedSize) -> list[tuple[str, str]]:
                 sync_digest, tag_ids)
             SELECT '', '', '[]'::jsonb, acq, 1, '', '', NULL::timestamptz, acq, i,
                 {_owner("i")}, '', '[]'::jsonb
-            FROM (SELECT i, {acq} AS acq FROM generate_series(1, {n}) i) s
+            FROM (SELECT i, {acq} AS acq FROM generate_series(1::bigint, {n}) i) s
             UNION ALL
             SELECT '', '', '[]'::jsonb, added, 1, '', '', NULL, added, i,
                 1 + ({_owner("i")} + (i % ({STAFF} - 1))) % {STAFF}, '', '[]'::jsonb
             FROM (SELECT i, {acq} + (TIMESTAMPTZ '{ANCHOR}' - {acq}) * random() AS added
-                  FROM generate_series(1, {n}) i WHERE random() < 0.25) s""",
+                  FROM generate_series(1::bigint, {n}) i WHERE random() < 0.25) s""",
         ),
         (
             "customer tags",
             f"""INSERT INTO customers_customertag (created_at, customer_id, staff_id, tag_id)
             SELECT TIMESTAMPTZ '{ANCHOR}', i, NULL::bigint, 1 + i % 50
-            FROM generate_series(1, {n}) i WHERE random() < 0.7
+            FROM generate_series(1::bigint, {n}) i WHERE random() < 0.7
             UNION ALL
             SELECT TIMESTAMPTZ '{ANCHOR}', i, NULL, 1 + (i * 7 + 13) % 50
-            FROM generate_series(1, {n}) i WHERE random() < 0.5""",
+            FROM generate_series(1::bigint, {n}) i WHERE random() < 0.5""",
         ),
     ]
     return stmts
@@ -198,7 +198,7 @@ def _activities_sql(size: SeedSize, lo: int, hi: int) -> str:
         FROM (
             SELECT g, c, {acq} AS acq
             FROM (SELECT g, LEAST({n}, 1 + floor({n} * power(random(), 1.25)))::bigint AS c
-                  FROM generate_series({lo}, {hi}) g) x
+                  FROM generate_series({lo}::bigint, {hi}) g) x
         ) y
     ) z"""
 
@@ -223,7 +223,7 @@ def _orders_sql(size: SeedSize) -> str:
             SELECT g, c, {acq} AS acq
             FROM (SELECT g, 10 * (k / 3) + (ARRAY[1, 4, 7])[1 + (k % 3)::int] AS c
                   FROM (SELECT g, floor({buyers} * power(random(), 1.6))::bigint AS k
-                        FROM generate_series(1, {size.orders}) g) kk) x
+                        FROM generate_series(1::bigint, {size.orders}) g) kk) x
         ) y
     ) z"""
 
