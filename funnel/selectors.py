@@ -18,6 +18,7 @@ from django.db.models import (
     Count,
     DateTimeField,
     DecimalField,
+    DurationField,
     Exists,
     ExpressionWrapper,
     F,
@@ -556,8 +557,14 @@ def repurchase_due_qs(
             )
         )
         .alias(
+            # The product typed as a duration, or SQLite adds integer microseconds to the
+            # timestamp's text instead of shifting the timestamp.
             lapsed_at=ExpressionWrapper(
-                F("last_paid_at") + F("purchase_interval") * (LAPSED_AFTER_INTERVALS + 1),
+                F("last_paid_at")
+                + ExpressionWrapper(
+                    F("purchase_interval") * (LAPSED_AFTER_INTERVALS + 1),
+                    output_field=DurationField(),
+                ),
                 output_field=DateTimeField(),
             )
         )
