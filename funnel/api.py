@@ -40,15 +40,15 @@ from funnel.models import Milestones, Stage, StageChange
 from scrm.api import API_PARSERS, MAX_ID, HasRole, InvalidRequest, id_field
 from scrm.api_views import ErrorSerializer, ScrmAutoSchema
 
-#: Choices of the report parameters beyond the shared filters (the dashboard uses them too).
-COHORT_PERIODS = ("week", "month")
-TREND_INTERVALS = ("day", "month", "year")
+#: Choices and bounds of the reports' own parameters are the selectors'; checked here
+#: too so that one 400 names every bad parameter along with the filters'.
+COHORT_PERIODS = tuple(selectors.COHORT_PERIODS)
+TREND_INTERVALS = selectors.TREND_INTERVALS
 DEFAULT_COHORT_PERIOD = "week"
 DEFAULT_TREND_INTERVAL = "day"
 DUE_PAGE_SIZE = 50
 DUE_MAX_PAGE_SIZE = 500
-#: The longest look-ahead of the due list: a cycle longer than a year is no "due".
-MAX_WITHIN_DAYS = 366
+MAX_WITHIN_DAYS = selectors.MAX_DUE_WITHIN_DAYS
 
 
 # --- Parameters ------------------------------------------------------------------------
@@ -85,7 +85,9 @@ def parse_report_request(
 
 class CohortParamsSerializer(serializers.Serializer):
     period = serializers.ChoiceField(choices=COHORT_PERIODS, default=DEFAULT_COHORT_PERIOD)
-    periods = serializers.IntegerField(required=False, min_value=1)
+    periods = serializers.IntegerField(
+        required=False, min_value=1, max_value=selectors.MAX_COHORT_PERIODS
+    )
 
 
 class TrendParamsSerializer(serializers.Serializer):
@@ -258,7 +260,7 @@ class DueRowSerializer(serializers.Serializer):
 
     def get_median_interval_days(self, row: Milestones) -> float | None:
         interval = row.purchase_interval
-        return None if interval is None else round(interval.total_seconds() / 86_400, 2)
+        return None if interval is None else interval.total_seconds() / 86_400
 
 
 class DuePageSerializer(serializers.Serializer):
@@ -357,7 +359,10 @@ class FunnelReportView(FunnelAPIView):
             description=f"Cohort length (default {DEFAULT_COHORT_PERIOD}).",
         ),
         OpenApiParameter(
-            "periods", OpenApiTypes.INT, description="Periods since acquisition (default 12)."
+            "periods",
+            OpenApiTypes.INT,
+            description=f"Periods since acquisition (1 to {selectors.MAX_COHORT_PERIODS}, "
+            "default 12).",
         ),
     ],
     responses={200: CohortReportSerializer, **_REPORT_ERRORS},
