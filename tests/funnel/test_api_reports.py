@@ -31,7 +31,8 @@ def fw(world: World) -> FunnelWorld:
 def due_customer(world: World, *, store: Any, name: str, days_ago: int = 30) -> Customer:
     """A repeat buyer every 30 days, last purchase ``days_ago``: due about now."""
     now = timezone.now()
-    customer = CustomerFactory(name=name, store=store, acquired_at=now - timedelta(days=200))
+    # factory_boy's stubs type the factory, not the instance it makes.
+    customer: Any = CustomerFactory(name=name, store=store, acquired_at=now - timedelta(days=200))
     for gap in (days_ago, days_ago + 30, days_ago + 60):
         OrderFactory(customer=customer, paid_at=now - timedelta(days=gap), store=store)
     return customer
