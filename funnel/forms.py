@@ -73,10 +73,16 @@ class FunnelFilterForm(ReportFilterForm):
     )
     interval = forms.ChoiceField(label=_("Trend"), choices=TREND_INTERVAL_CHOICES, required=False)
 
-    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, user: Any, menus: bool = True, **kwargs: Any) -> None:
         # Labels sit above the inputs, so no trailing colon.
         kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
+        for name in ("start", "end"):
+            self.fields[name].widget = forms.DateInput(attrs={"type": "date"})
+        if menus:
+            self._add_menus(user)
+
+    def _add_menus(self, user: Any) -> None:
         any_ = [("", _("Any"))]
         menus = {
             "channel": channel_options(user),
@@ -93,8 +99,6 @@ class FunnelFilterForm(ReportFilterForm):
         for name, choices in menus.items():
             # Still an IntegerField: the value is validated exactly as the API's.
             self.fields[name].widget = forms.Select(choices=[*any_, *choices])
-        for name in ("start", "end"):
-            self.fields[name].widget = forms.DateInput(attrs={"type": "date"})
 
     def switch(self, name: str) -> str:
         """A panel switch's value, its default when absent or invalid."""

@@ -58,8 +58,8 @@ def percent(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
 
 
-def _filter_form(request: HttpRequest) -> FunnelFilterForm:
-    return FunnelFilterForm(with_default_range(request.GET), user=request.user)
+def _filter_form(request: HttpRequest, *, menus: bool = True) -> FunnelFilterForm:
+    return FunnelFilterForm(with_default_range(request.GET), user=request.user, menus=menus)
 
 
 def _query(form: FunnelFilterForm) -> dict[str, str]:
@@ -340,9 +340,12 @@ EXPORTS: dict[str, Callable[[Any, FunnelFilterForm], tuple[list[Any], Iterable[S
 def funnel_export(request: HttpRequest, report: str) -> HttpResponseBase:
     if report not in EXPORTS:
         raise Http404("No such report.")
-    form = _filter_form(request)
+    # A file needs no menus: four queries saved.
+    form = _filter_form(request, menus=False)
     if not form.is_valid():
-        lines = [f"{name}: {' '.join(str(e) for e in errors)}" for name, errors in form.errors.items()]
+        lines = [
+            f"{name}: {' '.join(str(e) for e in errors)}" for name, errors in form.errors.items()
+        ]
         return HttpResponse(
             "\n".join(lines) + "\n", status=400, content_type="text/plain; charset=utf-8"
         )
