@@ -9,7 +9,7 @@ export DEBUG ?= 1
 # Variables that would point the SQLite pass at real services; it must not see them.
 SERVICE_VARS := DATABASE_URL REDIS_URL CELERY_BROKER_URL CELERY_RESULT_BACKEND
 
-.PHONY: install run test test-sqlite test-services lint fmt migrate seed clean bench-sync \
+.PHONY: install install-browser run test test-sqlite test-services lint fmt migrate seed clean bench-sync \
 	bench-funnel
 
 $(STAMP): pyproject.toml
@@ -19,6 +19,12 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# The browser suite's Chromium and CJK fonts, as Debian packages (needs root). The suite
+# never uses Playwright's own browser downloads; without /usr/bin/chromium it is skipped,
+# or fails under CI=true.
+install-browser:
+	@test -x /usr/bin/chromium || { apt-get update && apt-get install -y chromium fonts-noto-cjk; }
 
 migrate: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
