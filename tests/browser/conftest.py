@@ -46,7 +46,7 @@ def missing_browser() -> str | None:
     if not CHROMIUM.exists():
         return (
             f"{CHROMIUM} is absent: the browser suite needs the Debian package "
-            "(apt-get install chromium fonts-noto-cjk)"
+            "(make install-browser, i.e. apt-get install chromium fonts-noto-cjk)"
         )
     try:
         import playwright.sync_api  # noqa: F401
