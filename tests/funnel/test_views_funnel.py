@@ -330,3 +330,19 @@ def test_export_query_budgets(
         if response.streaming:
             b"".join(response.streaming_content)
         assert response.status_code == 200
+
+
+def test_only_the_missing_end_of_the_range_is_filled(db: Any) -> None:
+    from django.http import QueryDict
+
+    from funnel.forms import with_default_range
+
+    tomorrow = timezone.localdate() + timedelta(days=1)
+    from_start = with_default_range(QueryDict("start=2026-01-01"))
+    assert (from_start["start"], from_start["end"]) == ("2026-01-01", tomorrow.isoformat())
+    before_end = with_default_range(QueryDict("end=2026-04-01"))
+    assert (before_end["start"], before_end["end"]) == ("2026-01-01", "2026-04-01")
+    # A bad end keeps its own error; the start still gets a sensible default.
+    bad_end = with_default_range(QueryDict("end=soon"))
+    assert bad_end["end"] == "soon"
+    assert bad_end["start"] == (tomorrow - timedelta(days=90)).isoformat()
