@@ -324,3 +324,18 @@ def test_schema_documents_the_funnel_endpoints(tmp_path: Any) -> None:
         assert "401" in operation["responses"]
     assert "400" in paths[BASE]["get"]["responses"]
     assert "404" in paths[BASE + "customers/{customer_id}/"]["get"]["responses"]
+
+
+def test_due_row_without_store_or_owner(db: Any, api_client: APIClient) -> None:
+    now = timezone.now()
+    customer: Any = CustomerFactory(name="Walk-in", acquired_at=now - timedelta(days=100))
+    for days in (30, 60):
+        OrderFactory(customer=customer, paid_at=now - timedelta(days=days))
+    milestones_refresh()
+    [row] = api_client.get(BASE + "repurchase-due/").json()["results"]
+    assert (row["store"], row["store_name"], row["owner"], row["owner_name"]) == (
+        None,
+        None,
+        None,
+        None,
+    )
