@@ -8,31 +8,30 @@ the customers of their store only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import EmptyResultSet, ValidationError
+from django.db import connection
 from django.db.models import (
-    BigIntegerField,
     Count,
     DateTimeField,
-    DecimalField,
     DurationField,
     Exists,
     ExpressionWrapper,
     F,
     Func,
+    IntegerField,
     OuterRef,
     Q,
     QuerySet,
-    Sum,
 )
-from django.db.models.functions import Trunc
 from django.db.models.lookups import GreaterThan
 from django.utils import timezone
 
-from customers.models import Customer, CustomerTag, Follow, OrderStatus
+from customers.models import Customer, CustomerTag, Follow, Order, OrderStatus
 from customers.selectors import staff_of
 from funnel.filters import ReportFilters
 from funnel.models import REACHED_FIELDS, Milestones, Stage
@@ -172,9 +171,6 @@ def funnel_report(*, user: Any, filters: ReportFilters) -> dict[str, Any]:
 # --- Channels ---------------------------------------------------------------------------
 
 _CENT = Decimal("0.01")
-#: Sums of amounts: wider than one order's amount (12 digits) so a channel's or a
-#: cohort's total cannot overflow the Decimal context on SQLite.
-_MONEY_SUM: DecimalField[Decimal, Decimal] = DecimalField(max_digits=20, decimal_places=2)
 
 
 def _money(value: Decimal | None) -> str:
@@ -189,15 +185,6 @@ def _stage_counts(filters: ReportFilters) -> dict[str, Count]:
         for stage, field in REACHED_FIELDS.items()
         if stage != Stage.ACQUISITION
     }
-
-
-def _paid_orders(filters: ReportFilters | None = None) -> Q:
-    """The cohort rows' paid orders (within the window after acquisition, if any). Used in
-    one ``filter()`` so that every condition applies to the same joined order."""
-    condition = Q(customer__orders__status=OrderStatus.PAID)
-    if filters is not None and filters.window is not None:
-        condition &= Q(customer__orders__paid_at__lt=F("acquired_at") + filters.window)
-    return condition
 
 
 def channel_report(*, user: Any, filters: ReportFilters) -> list[dict[str, Any]]:
@@ -220,13 +207,23 @@ def channel_report(*, user: Any, filters: ReportFilters) -> list[dict[str, Any]]
         )
         .order_by()
     )
-    amounts: dict[int | None, Decimal] = dict(
-        cohort.filter(_paid_orders(filters))
-        .values("channel_id")
-        .annotate(amount=Sum("customer__orders__amount", output_field=_MONEY_SUM))
-        .order_by()
-        .values_list("channel_id", "amount")
-    )
+    # Revenue: the paid orders of the cohort's buyers (within the window, if any).
+    buyers = cohort.filter(reached("revenue_at", filters))
+    until = ""
+    if filters.window is not None:
+        buyers = buyers.annotate(
+            until=ExpressionWrapper(F("acquired_at") + filters.window, output_field=DateTimeField())
+        )
+        until = "AND o.paid_at < m.m_until"
+    columns: dict[str, Any] = {"m_customer": F("customer_id"), "m_channel": F("channel_id")}
+    if until:
+        columns["m_until"] = F("until")
+    amounts: dict[int | None, Decimal] = {
+        channel_id: _amount(amount)
+        for channel_id, amount in _paid_orders_of(
+            buyers.values(**columns), keys=["m.m_channel"], aggregates="SUM(o.amount)", where=until
+        )
+    }
     report = []
     for row in rows:
         channel_id = row["channel_id"]
@@ -292,14 +289,85 @@ def _period_starts(start: date, end: date, kind: str) -> list[date]:
     return starts
 
 
-def _truncated(field: str, kind: str) -> Trunc:
-    """The calendar period of a time, in the configured time zone (so that a customer
-    acquired at 00:30 in Shanghai belongs to that day, not to the UTC day before)."""
-    return Trunc(field, kind, output_field=DateTimeField(), tzinfo=timezone.get_current_timezone())
+def _midnight(day: date) -> datetime:
+    """The first instant of ``day`` in the configured time zone."""
+    return timezone.make_aware(datetime.combine(day, time.min))
 
 
-def _local_date(value: datetime) -> date:
-    return timezone.localtime(value, timezone.get_current_timezone()).date()
+class _CalendarIndex(Func):
+    """The 1-based index of the calendar period holding a time, given the periods' first
+    instants in order (the time is never before the first one).
+
+    The calendar is cut in Python, in the configured time zone, so the database only
+    compares timestamps: ``date_trunc(... AT TIME ZONE ...)`` converts every row's time
+    zone, which at a million rows cost the cohort grid more than its twelve counts.
+    PostgreSQL finds the period by binary search (``width_bucket``); SQLite, at its
+    scale, by a CASE over the boundaries.
+    """
+
+    output_field = IntegerField()
+
+    def __init__(self, expression: Any, starts: Sequence[datetime]) -> None:
+        if not starts:
+            raise ValueError("_CalendarIndex needs at least one period")
+        super().__init__(expression)
+        self.starts = list(starts)
+
+    def as_sql(  # type: ignore[override]
+        self, compiler: Any, connection: Any, **extra_context: Any
+    ) -> tuple[str, list[Any]]:
+        [expression] = self.get_source_expressions()
+        sql, params = compiler.compile(expression)
+        if params:
+            # SQLite's CASE repeats the operand: parameters would be out of step.
+            raise ValueError("_CalendarIndex takes a column reference only")
+        starts = [connection.ops.adapt_datetimefield_value(start) for start in self.starts]
+        if connection.vendor == "postgresql":
+            return f"WIDTH_BUCKET({sql}, %s::timestamptz[])", [starts]
+        if len(starts) == 1:
+            return "1", []
+        whens = " ".join(f"WHEN {sql} < %s THEN {i}" for i in range(1, len(starts)))
+        return f"(CASE {whens} ELSE {len(starts)} END)", starts[1:]
+
+
+def _paid_orders_of(
+    members: QuerySet[Milestones, Any],
+    *,
+    keys: Sequence[str],
+    aggregates: str,
+    where: str = "",
+) -> list[tuple[Any, ...]]:
+    """Aggregate the paid orders (``o``) of ``members`` (``m``: a ``values()`` query of
+    milestone rows with at least an ``m_customer`` column), grouped by the SQL ``keys``:
+    rows of the keys, then the ``aggregates``.
+
+    The orders are joined on the milestone row's customer id directly: the ORM would go
+    through the customer table (milestones -> customer -> orders), a million index probes
+    for nothing at the benchmark's size. The members' permission and filters stay the
+    ORM's, compiled into the subquery.
+    """
+    try:
+        members_sql, members_params = members.query.sql_with_params()
+    except EmptyResultSet:  # members.none(): a user who may see nobody
+        return []
+    groups = ", ".join(str(i + 1) for i in range(len(keys)))
+    sql = (
+        f"SELECT {', '.join(keys)}, {aggregates} FROM ({members_sql}) m "
+        f"JOIN {Order._meta.db_table} o ON o.customer_id = m.m_customer "
+        f"WHERE o.status = %s {where} GROUP BY {groups}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*members_params, OrderStatus.PAID.value])
+        return list(cursor.fetchall())
+
+
+def _amount(value: Any) -> Decimal:
+    """A summed amount from a raw row, to the cent (SQLite sums NUMERIC columns as floats;
+    the sum of amounts in cents is whole cents, so rounding to the cent removes only the
+    float's noise)."""
+    if value is None:
+        return Decimal(0)
+    return Decimal(str(value)).quantize(_CENT, rounding=ROUND_HALF_UP)
 
 
 # --- Trend -----------------------------------------------------------------------------
@@ -327,12 +395,13 @@ def trend_report(*, user: Any, filters: ReportFilters, interval: str) -> list[di
         raise ValidationError(
             {"interval": [f"Choose one of {', '.join(TREND_INTERVALS)}; not {interval!r}."]}
         )
+    days = _period_starts(filters.start, filters.end, interval)
+    if not days:
+        return []
+    starts = [_midnight(day) for day in days]
     base = _dimensions_qs(user, filters)
     series = [*_TREND_SERIES, "referrals"]
-    table = {
-        day: dict.fromkeys(series, 0)
-        for day in _period_starts(filters.start, filters.end, interval)
-    }
+    table = {day: dict.fromkeys(series, 0) for day in days}
     for name, field in _TREND_SERIES.items():
         # Referred newcomers are counted with the newcomers: one scan of acquired_at.
         extra = (
@@ -342,13 +411,13 @@ def trend_report(*, user: Any, filters: ReportFilters, interval: str) -> list[di
         )
         rows = (
             base.filter(**{f"{field}__gte": filters.start_at, f"{field}__lt": filters.end_at})
-            .annotate(period=_truncated(field, interval))
+            .annotate(period=_CalendarIndex(field, starts))
             .values("period")
             .annotate(n=Count("pk"), **extra)
             .order_by()
         )
         for row in rows:
-            cells = table[_local_date(row["period"])]
+            cells = table[days[row["period"] - 1]]
             cells[name] = row["n"]
             if extra:
                 cells["referrals"] = row["referrals"]
@@ -356,32 +425,6 @@ def trend_report(*, user: Any, filters: ReportFilters, interval: str) -> list[di
 
 
 # --- Cohorts ---------------------------------------------------------------------------
-
-
-class _PeriodIndex(Func):
-    """Whole periods of ``length_us`` microseconds from ``earlier`` to ``later`` (both
-    timestamps, ``later >= earlier``): the same exact microsecond arithmetic as the
-    engagement bits of ``funnel.services``, so an order and an activity at the same instant
-    land in the same period."""
-
-    output_field = BigIntegerField()
-
-    def __init__(self, later: Any, earlier: Any, *, length_us: int) -> None:
-        super().__init__(later, earlier)
-        self.length_us = length_us
-
-    def as_sql(  # type: ignore[override]
-        self, compiler: Any, connection: Any, **extra_context: Any
-    ) -> tuple[str, list[Any]]:
-        later, earlier = self.get_source_expressions()
-        later_sql, later_params = compiler.compile(later)
-        earlier_sql, earlier_params = compiler.compile(earlier)
-        if later_params or earlier_params:
-            # SQLite's template repeats each operand: parameters would be out of step.
-            raise ValueError("_PeriodIndex takes column references only")
-        sql = _vendor_sql()
-        diff = sql["us_between"].format(a=later_sql, b=earlier_sql)
-        return sql["period"].format(diff=diff, length=self.length_us), []
 
 
 def _cohort_validate(period: str, periods: int) -> None:
@@ -411,59 +454,67 @@ def cohort_report(
     paid orders by cohort and period.
     """
     _cohort_validate(period, periods)
-    days = COHORT_PERIODS[period]
-    length = timedelta(days=days)
+    first_days = _period_starts(filters.start, filters.end, period)
+    if not first_days:
+        return {"period": period, "periods": periods, "cohorts": []}
+    length_days = COHORT_PERIODS[period]
+    length = timedelta(days=length_days)
+    span = length * periods
     bits = "engaged_weeks" if period == "week" else "engaged_months"
-    cohort = cohort_qs(user, filters).annotate(cohort=_truncated("acquired_at", period))
+    cohort = cohort_qs(user, filters).annotate(
+        cohort=_CalendarIndex("acquired_at", [_midnight(day) for day in first_days])
+    )
     engaged = {
         f"engaged_{n}": Count("pk", filter=Q(GreaterThan(F(bits).bitand(1 << n), 0)))
         for n in range(periods)
     }
     sizes = {
-        _local_date(row["cohort"]): row
+        row["cohort"]: row
         for row in cohort.values("cohort").annotate(size=Count("pk"), **engaged).order_by()
     }
-    paid_rows = (
-        cohort.filter(
-            _paid_orders(),
-            customer__orders__paid_at__gte=F("acquired_at"),
-            customer__orders__paid_at__lt=F("acquired_at") + length * periods,
-        )
-        .annotate(
-            n=_PeriodIndex(
-                F("customer__orders__paid_at"),
-                F("acquired_at"),
-                length_us=days * 86_400 * 1_000_000,
-            )
-        )
-        .values("cohort", "n")
-        .annotate(
-            payers=Count("pk", distinct=True),
-            amount=Sum("customer__orders__amount", output_field=_MONEY_SUM),
-        )
-        .order_by()
+    # Only customers who can have paid in the grid's periods: a first purchase before its
+    # end and a last one after acquisition (fewer rows to join to the orders).
+    buyers = cohort.filter(
+        revenue_at__lt=F("acquired_at") + span, last_paid_at__gte=F("acquired_at")
+    ).values(
+        m_customer=F("customer_id"),
+        m_cohort=F("cohort"),
+        m_from=F("acquired_at"),
+        m_until=ExpressionWrapper(F("acquired_at") + span, output_field=DateTimeField()),
     )
-    paid: dict[tuple[date, int], tuple[int, Decimal]] = {
-        (_local_date(row["cohort"]), int(row["n"])): (row["payers"], row["amount"])
-        for row in paid_rows
+    sql = _vendor_sql()
+    # Whole periods since acquisition: the services' exact microsecond arithmetic, so an
+    # order and an activity at the same instant fall in the same period.
+    index = sql["period"].format(
+        diff=sql["us_between"].format(a="o.paid_at", b="m.m_from"),
+        length=length_days * 86_400 * 1_000_000,
+    )
+    paid: dict[tuple[int, int], tuple[int, Decimal]] = {
+        (int(cohort_index), int(n)): (payers, _amount(amount))
+        for cohort_index, n, payers, amount in _paid_orders_of(
+            buyers,
+            keys=["m.m_cohort", index],
+            aggregates="COUNT(DISTINCT m.m_customer), SUM(o.amount)",
+            where="AND o.paid_at >= m.m_from AND o.paid_at < m.m_until",
+        )
     }
     now = timezone.now()
     cohorts = []
-    for first_day in _period_starts(filters.start, filters.end, period):
-        row = sizes.get(first_day)
+    for i, first_day in enumerate(first_days, start=1):
+        row = sizes.get(i)
         size = row["size"] if row else 0
-        first_at = timezone.make_aware(datetime.combine(first_day, time.min))
+        first_at = _midnight(first_day)
         engaged_cells: list[float | None] = []
         paid_cells: list[float | None] = []
         revenue_cells: list[str | None] = []
         for n in range(periods):
-            if not size or first_at + n * length > now:
+            if not row or not size or first_at + n * length > now:
                 engaged_cells.append(None)
                 paid_cells.append(None)
                 revenue_cells.append(None)
                 continue
-            payers, amount = paid.get((first_day, n), (0, Decimal(0)))
-            engaged_cells.append(rate(row[f"engaged_{n}"] if row else 0, size))
+            payers, amount = paid.get((i, n), (0, Decimal(0)))
+            engaged_cells.append(rate(row[f"engaged_{n}"], size))
             paid_cells.append(rate(payers, size))
             revenue_cells.append(_money(amount / size))
         cohorts.append(
