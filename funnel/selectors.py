@@ -1,9 +1,11 @@
-"""Funnel reads: the cohort every report starts from, and the funnel report itself.
+"""Funnel reads: the cohort every report starts from, and the reports over it (funnel,
+channels, trend, cohorts) and the repurchase cycle / "due for repurchase" list.
 
 Reports aggregate in the database over ``funnel_milestones`` (one narrow row per
 customer, indexed by acquisition time and each dimension), never over the raw activity
-table. Row-level permission applies here as everywhere: a store manager's funnel counts
-the customers of their store only.
+table; revenue by period or channel joins the cohort's rows to their paid orders. Each
+report is a fixed number of queries. Row-level permission applies here as everywhere: a
+store manager's funnel counts the customers of their store only.
 """
 
 from __future__ import annotations
@@ -336,6 +338,7 @@ def _paid_orders_of(
     keys: Sequence[str],
     aggregates: str,
     where: str = "",
+    where_params: Sequence[Any] = (),
 ) -> list[tuple[Any, ...]]:
     """Aggregate the paid orders (``o``) of ``members`` (``m``: a ``values()`` query of
     milestone rows with at least an ``m_customer`` column), grouped by the SQL ``keys``:
@@ -357,7 +360,7 @@ def _paid_orders_of(
         f"WHERE o.status = %s {where} GROUP BY {groups}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*members_params, OrderStatus.PAID.value])
+        cursor.execute(sql, [*members_params, OrderStatus.PAID.value, *where_params])
         return list(cursor.fetchall())
 
 
@@ -495,7 +498,14 @@ def cohort_report(
             buyers,
             keys=["m.m_cohort", index],
             aggregates="COUNT(DISTINCT m.m_customer), SUM(o.amount)",
-            where="AND o.paid_at >= m.m_from AND o.paid_at < m.m_until",
+            # The bounds on paid_at alone follow from the others; they let PostgreSQL
+            # skip the orders paid outside the grid (by the paid_at index) before joining.
+            where="AND o.paid_at >= m.m_from AND o.paid_at < m.m_until "
+            "AND o.paid_at >= %s AND o.paid_at < %s",
+            where_params=[
+                connection.ops.adapt_datetimefield_value(filters.start_at),
+                connection.ops.adapt_datetimefield_value(filters.end_at + span),
+            ],
         )
     }
     now = timezone.now()
