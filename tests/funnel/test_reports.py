@@ -14,7 +14,7 @@ from django.utils import timezone
 from channels.services import channel_create
 from customers.models import OrderStatus
 from customers.services import customer_mark_lost
-from funnel.filters import ReportFilters
+from funnel.filters import MAX_SPAN_DAYS, ReportFilters
 from funnel.selectors import (
     MAX_COHORT_PERIODS,
     channel_report,
@@ -290,3 +290,16 @@ def test_cohort_report_refuses_bad_parameters(
     with pytest.raises(ValidationError) as error:
         cohort_report(user=operator, filters=MARCH, period=period, periods=periods)
     assert set(error.value.message_dict) == fields
+
+
+def test_trend_and_cohorts_over_the_longest_span_a_report_accepts(operator: Any) -> None:
+    # Ten years of days: thousands of period boundaries in one query, on either database.
+    start = date(2017, 1, 1)
+    filters = ReportFilters(start=start, end=start + timedelta(days=MAX_SPAN_DAYS))
+    customer(local(2026, 3, 3, 10))
+    days = trend_report(user=operator, filters=filters, interval="day")
+    assert len(days) == MAX_SPAN_DAYS
+    assert sum(r["new_customers"] for r in days) == 1
+    assert next(r for r in days if r["new_customers"])["period"] == "2026-03-03"
+    weeks = cohort_report(user=operator, filters=filters, period="week", periods=1)
+    assert [c["cohort"] for c in weeks["cohorts"] if c["size"]] == ["2026-03-02"]
