@@ -470,6 +470,11 @@ def main() -> None:
     parser.add_argument("--ingest", type=int, default=100_000, help="new activities per batch size")
     parser.add_argument("--batch", type=int, action="append", help="default: 1000 and 5000")
     parser.add_argument(
+        "--phases",
+        default="rebuild,reports,raw,ingest",
+        help="comma-separated subset of rebuild,reports,raw,ingest (the seed is needed)",
+    )
+    parser.add_argument(
         "--reuse-seed",
         action="store_true",
         help="keep the data already seeded when its sizes match (saves the seeding)",
@@ -503,30 +508,36 @@ def main() -> None:
     results: dict[str, Any] = {}
     started = time.perf_counter()
     last = _seed(size, last, results)
-    log("\n== full rebuild")
-    _rebuild(results)
-    log("\n== reports over funnel_milestones")
-    _reports(args.runs, results)
-    if jit == "on":
-        # The server compiles the reports' plans (its default jit_above_cost is crossed by
-        # any aggregate over a year of a million customers): 100-600 ms per report here.
-        with connection.cursor() as cur:
-            cur.execute("SET jit = off")
-        _reports(args.runs, results, tag=", this connection with jit = off")
-        with connection.cursor() as cur:
-            cur.execute("RESET jit")
-    log("\n== the same funnel from the raw tables (one run each), and the check")
-    same = _raw(results)
-    log("\n== incremental maintenance")
-    touched = _ingest(args.ingest, args.batch or [1000, 5000], size.customers, results)
-    log("  check after ingesting:")
-    same &= _raw(results, only=["all, 2 years"])
-    # Leave the seed as it was (the next --reuse-seed run starts from it).
-    from funnel.services import milestones_refresh
+    phases = set(args.phases.split(","))
+    same = True
+    if "rebuild" in phases:
+        log("\n== full rebuild")
+        _rebuild(results)
+    if "reports" in phases:
+        log("\n== reports over funnel_milestones")
+        _reports(args.runs, results)
+        if jit == "on":
+            # The server compiles the reports' plans (its default jit_above_cost is crossed
+            # by any aggregate over a year of a million customers).
+            with connection.cursor() as cur:
+                cur.execute("SET jit = off")
+            _reports(args.runs, results, tag=", this connection with jit = off")
+            with connection.cursor() as cur:
+                cur.execute("RESET jit")
+    if "raw" in phases:
+        log("\n== the same funnel from the raw tables (one run each), and the check")
+        same &= _raw(results)
+    if "ingest" in phases:
+        log("\n== incremental maintenance")
+        touched = _ingest(args.ingest, args.batch or [1000, 5000], size.customers, results)
+        log("  check after ingesting:")
+        same &= _raw(results, only=["all, 2 years"])
+        # Leave the seed as it was (the next --reuse-seed run starts from it).
+        from funnel.services import milestones_refresh
 
-    with connection.cursor() as cur:
-        cur.execute("DELETE FROM customers_activity WHERE id > %s", [last])
-    milestones_refresh(customer_ids=touched)
+        with connection.cursor() as cur:
+            cur.execute("DELETE FROM customers_activity WHERE id > %s", [last])
+        milestones_refresh(customer_ids=touched)
     log(f"\n== done in {time.perf_counter() - started:.0f}s [{_load()}]")
     if not same:
         sys.exit("bench-funnel: the milestones and the raw tables DISAGREE (see above)")
