@@ -333,12 +333,16 @@ def _reports(runs: int, results: dict[str, Any], tag: str = "") -> None:
         log("    (no cohort, channel or trend report in funnel.selectors yet)")
     for label, fn in others:
         try:
-            p50, p95, _ = _time_runs(fn, runs)
+            # Fewer runs: these take seconds each here.
+            p50, p95, _ = _time_runs(fn, min(runs, 5), warm=1)
         except TypeError as exc:  # a signature this bench does not know yet
             log(f"    {label}: not timed ({exc})")
             continue
         results[f"{label}{tag}"] = (p50, p95, _load())
-        log(f"    {label:<22} p50 {p50:7.1f}  p95 {p95:7.1f}  (all, 1 year) [{_load()}]")
+        log(
+            f"    {label:<22} p50 {p50:7.1f}  p95 {p95:7.1f}  (all, 1 year, "
+            f"{min(runs, 5)} warm runs) [{_load()}]"
+        )
 
 
 def _raw(results: dict[str, Any], only: list[str] | None = None) -> bool:

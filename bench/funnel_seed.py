@@ -79,7 +79,9 @@ def _acquired(i: str, n: int) -> str:
 
 
 def _owner(i: str) -> str:
-    return f"(1 + (({i}) * 7919) % {STAFF})"
+    # Modulo a prime first, so that the owner (and the store) does not follow the id's
+    # last digit, which decides who buys (below).
+    return f"(1 + ((({i}) * 7919) % 4999) % {STAFF})"
 
 
 def _store(i: str) -> str:
@@ -169,11 +171,13 @@ def _statements(size: SeedSize) -> list[tuple[str, str]]:
         ),
         (
             "customer tags",
+            # Two different tags at most (the second is 1..49 tags after the first).
             f"""INSERT INTO customers_customertag (created_at, customer_id, staff_id, tag_id)
-            SELECT TIMESTAMPTZ '{ANCHOR}', i, NULL::bigint, 1 + i % 50
+            SELECT TIMESTAMPTZ '{ANCHOR}', i, NULL::bigint, 1 + (i * 7901 % 4993) % 50
             FROM generate_series(1::bigint, {n}) i WHERE random() < 0.7
             UNION ALL
-            SELECT TIMESTAMPTZ '{ANCHOR}', i, NULL, 1 + (i * 7 + 13) % 50
+            SELECT TIMESTAMPTZ '{ANCHOR}', i, NULL::bigint,
+                1 + ((i * 7901 % 4993) % 50 + 1 + i % 49) % 50
             FROM generate_series(1::bigint, {n}) i WHERE random() < 0.5""",
         ),
     ]
