@@ -189,7 +189,9 @@ WITH {kinds_cte}acts AS (
         {periods(MONTH_DAYS)} AS engaged_months
     FROM {tables["activity"]} a
     JOIN {tables["customer"]} ac ON ac.id = a.customer_id
-    WHERE {_in_ids("a.customer_id", all_customers)}
+    -- The id list on both sides: PostgreSQL does not carry "= ANY" across the join, and
+    -- without it merge-joined a thousand customers' activities to the whole customer index.
+    WHERE {_in_ids("a.customer_id", all_customers)} AND {_in_ids("ac.id", all_customers)}
     GROUP BY a.customer_id
 ),
 paid AS (
