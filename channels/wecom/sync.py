@@ -30,11 +30,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from channels.models import SyncRun, SyncSeenFollow, SyncStatus
+from channels.wecom import contacts
 from channels.wecom.client import WeComClient, get_client
 from channels.wecom.contacts import ContactRow, Directory, contacts_apply, rows_from_batch
 from channels.wecom.errors import WeComError, WeComTransientError
@@ -260,46 +261,94 @@ class SyncEngine:
             stop.set()
             thread.join(timeout=30)
 
+    def _pipelined(self) -> bool:
+        """Whether flushes are written by a second thread on its own connection, while
+        this one prepares the next: PostgreSQL (the set-based path), and only outside a
+        transaction, whose uncommitted rows another connection could not see (tests)."""
+        return contacts._set_based() and not connection.in_atomic_block
+
     def _contacts_phase(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
         userids: list[str] = checkpoint["userids"]
         buffer: list[ContactRow] = []
         pages_in_buffer = 0
         position = (int(checkpoint["batch"]), str(checkpoint["cursor"]))
+        writer = _Writer(f"wecom-sync-{self.run.pk}-writer") if self._pipelined() else None
 
         def flush() -> None:
             nonlocal buffer, pages_in_buffer
             batch, cursor = position
-            with transaction.atomic():
-                applied = contacts_apply(
-                    rows=buffer,
-                    directory=self.directory,
-                    run_id=self.run.pk,
-                    record_added=self.record_added,
-                )
-                self._save(
-                    checkpoint={**checkpoint, "batch": batch, "cursor": cursor},
-                    pages=self.run.pages + pages_in_buffer,
-                    relationships=self.run.relationships + applied.relationships,
-                    created=self.run.created + applied.created,
-                    updated=self.run.updated + applied.updated,
-                )
+            done = {**checkpoint, "batch": batch, "cursor": cursor}
+            rows, pages = buffer, pages_in_buffer
             buffer, pages_in_buffer = [], 0
-            self._refresh_statistics()
-            if self.after_flush:
-                self.after_flush(self.run)
+            if writer is None:
+                self._write(done, pages, lambda: contacts_apply(**self._apply_args(rows)))
+                return
+            # The CPU half here, the database half on the writer's connection: while the
+            # server applies this flush, this thread and the fetch thread read and
+            # prepare the next one (the two run on different cores).
+            prepared = contacts.contacts_prepare(rows=rows, directory=self.directory)
+            writer.submit(
+                functools.partial(
+                    self._write,
+                    done,
+                    pages,
+                    lambda: contacts.contacts_apply_prepared(
+                        prepared=prepared,
+                        directory=self.directory,
+                        run_id=self.run.pk,
+                        record_added=self.record_added,
+                    ),
+                )
+            )
 
-        for page in self._pages(userids, *position):
-            buffer.extend(page.rows)
-            pages_in_buffer += 1
-            # The position *after* this page: where a successor resumes.
-            position = (page.batch, page.next_cursor) if page.next_cursor else (page.batch + 1, "")
-            if len(buffer) >= self.flush_rows:
-                flush()
-        flush()
+        try:
+            for page in self._pages(userids, *position):
+                buffer.extend(page.rows)
+                pages_in_buffer += 1
+                # The position *after* this page: where a successor resumes.
+                position = (
+                    (page.batch, page.next_cursor) if page.next_cursor else (page.batch + 1, "")
+                )
+                if len(buffer) >= self.flush_rows:
+                    flush()
+            flush()
+        finally:
+            if writer is not None:
+                # Every submitted flush commits (or fails) before the phase ends; an error
+                # of the writer's is raised here if nothing else was.
+                writer.close()
         checkpoint = {"phase": "sweep", "userids": userids, "batch": position[0], "cursor": ""}
         with transaction.atomic():
             self._save(checkpoint=checkpoint)
         return checkpoint
+
+    def _apply_args(self, rows: list[ContactRow]) -> dict[str, Any]:
+        return {
+            "rows": rows,
+            "directory": self.directory,
+            "run_id": self.run.pk,
+            "record_added": self.record_added,
+        }
+
+    def _write(self, checkpoint: dict[str, Any], pages: int, apply: Callable[[], Any]) -> None:
+        """One flush: the rows and the checkpoint after them, in one transaction."""
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                # Safe for a resumable sync: a server crash can lose only the last commits,
+                # rows and checkpoint together, and the successor re-reads those pages.
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit = off")
+            applied = apply()
+            self._save(
+                checkpoint=checkpoint,
+                pages=self.run.pages + pages,
+                relationships=self.run.relationships + applied.relationships,
+                created=self.run.created + applied.created,
+                updated=self.run.updated + applied.updated,
+            )
+        self._refresh_statistics()
+        if self.after_flush:
+            self.after_flush(self.run)
 
     def _refresh_statistics(self) -> None:
         """ANALYZE the tables a first sync is filling, each time they have doubled.
@@ -360,6 +409,44 @@ class SyncEngine:
             wecom_follows,
             active,
         )
+
+
+class _Writer:
+    """A thread that runs submitted writes one at a time, in order, on its own database
+    connection. ``submit`` waits while one write is queued, so at most two flushes are in
+    memory beyond the page buffer; the first error stops the writer and is raised by the
+    next ``submit`` or by ``close``."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (job := self._jobs.get()) is not None:
+                if self._error is None:
+                    try:
+                        job()
+                    except BaseException as exc:  # raised in the submitting thread
+                        self._error = exc
+        finally:
+            connections.close_all()  # this thread's connections only
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._raise()
+        self._jobs.put(job)
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def sync_run_execute(*, run_id: int, client: WeComClient | None = None, **options: Any) -> SyncRun:
