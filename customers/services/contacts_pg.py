@@ -231,19 +231,27 @@ WHERE (c.name, c.avatar, c.gender, c.unionid)
 RETURNING c.id, c.xmax = 0 AS created, c.referred_by_id
 """
 
-# The last row of a pair wins, as in ``follows_upsert``. ``before`` reads the statement's
-# snapshot, i.e. the pairs as they were before this INSERT: a follow that was deleted
-# there and is written here came back. Every input row of a pair whose digest differs is
+# The last row of a pair wins, as in ``follows_upsert``. ``deleted_before`` reads the
+# statement's snapshot, i.e. the pair as it was before this INSERT: a follow that was
+# deleted there and is written here came back. Every input row of a pair whose digest differs is
 # written (an unchanged row was skipped by the caller), so "changed" is what the WHERE
 # lets through.
 _FOLLOWS_UPSERT = """
 WITH src AS (
-    SELECT DISTINCT ON (c.id, s.staff_id) c.id AS customer_id, s.*
-    FROM {stage} s JOIN {customer} c ON c.external_userid = s.external_userid
+    SELECT DISTINCT ON (c.id, s.staff_id) c.id AS customer_id, s.*,
+        b.deleted_at AS deleted_before
+    FROM {stage} s
+    -- LATERAL ... LIMIT 1: a probe of the unique index per row, whatever the planner
+    -- thinks of the stage's size (hash joins here read the whole customer and follow
+    -- tables on every flush, and a million-row sync turns quadratic).
+    CROSS JOIN LATERAL (
+        SELECT c.id FROM {customer} c WHERE c.external_userid = s.external_userid LIMIT 1
+    ) c
+    LEFT JOIN LATERAL (
+        SELECT f.deleted_at FROM {follow} f
+        WHERE f.customer_id = c.id AND f.staff_id = s.staff_id LIMIT 1
+    ) b ON true
     ORDER BY c.id, s.staff_id, s.ord DESC
-), before AS (
-    SELECT f.customer_id, f.staff_id, f.deleted_at
-    FROM {follow} f JOIN src USING (customer_id, staff_id)
 ), written AS (
     INSERT INTO {follow} AS f (
         customer_id, staff_id, added_at, state, remark, description, add_way, oper_userid,
@@ -272,9 +280,9 @@ WITH src AS (
             EXCLUDED.remark_mobiles, EXCLUDED.tag_ids, EXCLUDED.sync_digest, NULL::timestamptz)
     RETURNING f.id, f.customer_id, f.staff_id, f.xmax = 0 AS created
 )
-SELECT w.id, w.customer_id, w.created, b.deleted_at IS NOT NULL AS revived
+SELECT w.id, w.customer_id, w.created, src.deleted_before IS NOT NULL AS revived
 FROM written w
-LEFT JOIN before b USING (customer_id, staff_id)
+JOIN src USING (customer_id, staff_id)
 """
 
 # The timeline's "added" event, keyed as the portable path keys it (follow id and the
@@ -289,11 +297,12 @@ SELECT f.customer_id, 'contact_added', s.added_at, 'wecom', f.staff_id,
     %(now)s
 FROM {follow} f
 JOIN {customer} c ON c.id = f.customer_id
-JOIN LATERAL (
-    SELECT * FROM {stage} s
-    WHERE s.external_userid = c.external_userid AND s.staff_id = f.staff_id
-    ORDER BY s.ord DESC LIMIT 1
-) s ON true
+-- The last row of each pair, joined once (a LATERAL per follow would scan the unindexed
+-- stage once per added follow).
+JOIN (
+    SELECT DISTINCT ON (external_userid, staff_id) * FROM {stage}
+    ORDER BY external_userid, staff_id, ord DESC
+) s ON s.external_userid = c.external_userid AND s.staff_id = f.staff_id
 WHERE f.id = ANY(%(follow_ids)s)
 ORDER BY f.id
 ON CONFLICT (idempotency_key) DO NOTHING
@@ -307,24 +316,27 @@ RETURNING customer_id
 # per flush). The DELETE removes only unwanted links and the INSERT adds only wanted
 # ones, so the two never touch the same row within the statement's snapshot.
 _TAGS_SYNC = """
-WITH touched AS (
-    SELECT unnest(%(customer_ids)s::bigint[]) AS customer_id
-), wecom_tag AS (
+WITH wecom_tag AS (
     SELECT t.id FROM {tag} t JOIN {taggroup} g ON g.id = t.group_id AND g.source = %(wecom)s
 ), wanted AS (
     SELECT DISTINCT ON (f.customer_id, t.id) f.customer_id, t.id AS tag_id, f.staff_id
-    FROM touched
-    JOIN {follow} f ON f.customer_id = touched.customer_id AND f.deleted_at IS NULL
+    FROM {follow} f
     CROSS JOIN LATERAL jsonb_array_elements_text(f.tag_ids) AS e(tag_id)
     JOIN wecom_tag t ON t.id = e.tag_id::bigint
+    WHERE f.customer_id = ANY(%(customer_ids)s) AND f.deleted_at IS NULL
     ORDER BY f.customer_id, t.id, f.added_at, f.id
+), existing AS MATERIALIZED (
+    -- The touched customers' links, read once by index on the customer (written as a
+    -- filter on the tag, the planner would probe the index once per WeCom tag).
+    SELECT ct.id, ct.customer_id, ct.tag_id
+    FROM {customertag} ct WHERE ct.customer_id = ANY(%(customer_ids)s)
 ), deleted AS (
     DELETE FROM {customertag} ct
-    USING touched
-    WHERE ct.customer_id = touched.customer_id
-        AND ct.tag_id IN (SELECT id FROM wecom_tag)
+    USING existing x
+    WHERE ct.id = x.id
+        AND x.tag_id IN (SELECT id FROM wecom_tag)
         AND NOT EXISTS (
-            SELECT 1 FROM wanted w WHERE w.customer_id = ct.customer_id AND w.tag_id = ct.tag_id
+            SELECT 1 FROM wanted w WHERE w.customer_id = x.customer_id AND w.tag_id = x.tag_id
         )
     RETURNING ct.customer_id
 ), inserted AS (
@@ -332,8 +344,7 @@ WITH touched AS (
     SELECT w.customer_id, w.tag_id, w.staff_id, %(now)s
     FROM wanted w
     WHERE NOT EXISTS (
-        SELECT 1 FROM {customertag} ct
-        WHERE ct.customer_id = w.customer_id AND ct.tag_id = w.tag_id
+        SELECT 1 FROM existing x WHERE x.customer_id = w.customer_id AND x.tag_id = w.tag_id
     )
     ORDER BY w.customer_id, w.tag_id
     ON CONFLICT (customer_id, tag_id) DO NOTHING
@@ -358,9 +369,15 @@ _UNCHANGED = """
 SELECT k.ord, f.id
 FROM unnest(%(external_userids)s::text[], %(staff_ids)s::bigint[], %(digests)s::text[])
     WITH ORDINALITY AS k(external_userid, staff_id, digest, ord)
-JOIN {customer} c ON c.external_userid = k.external_userid
-JOIN {follow} f ON f.customer_id = c.id AND f.staff_id = k.staff_id
-WHERE f.deleted_at IS NULL AND f.sync_digest = k.digest
+-- LATERAL ... LIMIT 1 keeps the plan a probe of two indexes per key: the planner cannot
+-- size an unnest(), and would otherwise hash the whole customer and follow tables.
+CROSS JOIN LATERAL (
+    SELECT f.id FROM {customer} c
+    JOIN {follow} f ON f.customer_id = c.id AND f.staff_id = k.staff_id
+    WHERE c.external_userid = k.external_userid
+        AND f.deleted_at IS NULL AND f.sync_digest = k.digest
+    LIMIT 1
+) f
 """
 
 
