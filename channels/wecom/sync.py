@@ -430,23 +430,27 @@ class SyncEngine:
 class _Writer:
     """A thread that runs submitted writes one at a time, in order, on its own database
     connection. ``submit`` waits while one write is queued, so at most two flushes are in
-    memory beyond the page buffer; the first error stops the writer and is raised by the
-    next ``submit`` or by ``close``."""
+    memory beyond the page buffer. The first error stops the writer for good: the writes
+    queued behind it are dropped (a later flush must never commit, and move the
+    checkpoint, past one that failed), and the error is raised by the next ``submit`` or
+    by ``close``."""
 
     def __init__(self, name: str) -> None:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
+        self._failed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
             while (job := self._jobs.get()) is not None:
-                if self._error is None:
-                    try:
-                        job()
-                    except BaseException as exc:  # raised in the submitting thread
-                        self._error = exc
+                if self._failed:
+                    continue
+                try:
+                    job()
+                except BaseException as exc:  # raised in the submitting thread
+                    self._error, self._failed = exc, True
         finally:
             connections.close_all()  # this thread's connections only
 
