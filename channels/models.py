@@ -159,10 +159,20 @@ class SyncSeenFollow(models.Model):
     are marked deleted only after a complete pass, even across a resume."""
 
     pk = models.CompositePrimaryKey("run_id", "follow_id")
-    # No index beyond the key: this table takes a row per relationship per run.
-    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # No index beyond the key, and no database constraint: this table takes a row per
+    # unchanged relationship per run, and two deferred foreign-key checks per row were
+    # most of an unchanged re-sync's commits. The rows are scratch, written only by the
+    # sync for ids it has just read and deleted at the end of the run; deleting a run or
+    # a follow through the ORM still cascades (Django's on_delete).
+    run = models.ForeignKey(
+        SyncRun, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
+    )
     follow = models.ForeignKey(
-        "customers.Follow", on_delete=models.CASCADE, related_name="+", db_index=False
+        "customers.Follow",
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
 
     class Meta:

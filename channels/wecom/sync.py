@@ -26,15 +26,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from channels.models import SyncRun, SyncSeenFollow, SyncStatus
+from channels.wecom import contacts
 from channels.wecom.client import WeComClient, get_client
 from channels.wecom.contacts import ContactRow, Directory, contacts_apply, rows_from_batch
 from channels.wecom.errors import WeComError, WeComTransientError
@@ -168,7 +169,7 @@ class SyncEngine:
             if checkpoint["phase"] == "contacts":
                 checkpoint = self._contacts_phase(checkpoint)
             if checkpoint["phase"] == "sweep":
-                self._sweep_phase()
+                self._sweep_phase(checkpoint)
         except LeaseLost:
             logger.warning("sync #%s: lease lost, stopping", self.run.pk)
             raise
@@ -211,7 +212,7 @@ class SyncEngine:
         with transaction.atomic():
             corp_tags_mirror(groups=groups)
             self.directory = Directory.load()
-            checkpoint = {**checkpoint, "phase": "contacts"}
+            checkpoint = {**checkpoint, "phase": "contacts", "since": timezone.now().isoformat()}
             self._save(checkpoint=checkpoint)
         return checkpoint
 
@@ -260,46 +261,105 @@ class SyncEngine:
             stop.set()
             thread.join(timeout=30)
 
+    def _pipelined(self) -> bool:
+        """Whether flushes are written by a second thread on its own connection, while
+        this one prepares the next: PostgreSQL (the set-based path), and only outside a
+        transaction, whose uncommitted rows another connection could not see (tests)."""
+        return contacts._set_based() and not connection.in_atomic_block
+
     def _contacts_phase(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
         userids: list[str] = checkpoint["userids"]
         buffer: list[ContactRow] = []
         pages_in_buffer = 0
         position = (int(checkpoint["batch"]), str(checkpoint["cursor"]))
+        # A run resumed from a checkpoint written before "since" existed: every follow it
+        # wrote so far has a seen row, the ones written from now on are after this.
+        checkpoint.setdefault("since", timezone.now().isoformat())
+        writer = _Writer(f"wecom-sync-{self.run.pk}-writer") if self._pipelined() else None
 
         def flush() -> None:
             nonlocal buffer, pages_in_buffer
             batch, cursor = position
-            with transaction.atomic():
-                applied = contacts_apply(
-                    rows=buffer,
-                    directory=self.directory,
-                    run_id=self.run.pk,
-                    record_added=self.record_added,
-                )
-                self._save(
-                    checkpoint={**checkpoint, "batch": batch, "cursor": cursor},
-                    pages=self.run.pages + pages_in_buffer,
-                    relationships=self.run.relationships + applied.relationships,
-                    created=self.run.created + applied.created,
-                    updated=self.run.updated + applied.updated,
-                )
+            done = {**checkpoint, "batch": batch, "cursor": cursor}
+            rows, pages = buffer, pages_in_buffer
             buffer, pages_in_buffer = [], 0
-            self._refresh_statistics()
-            if self.after_flush:
-                self.after_flush(self.run)
+            if writer is None:
+                self._write(done, pages, lambda: contacts_apply(**self._apply_args(rows)))
+                return
+            # The CPU half here, the database half on the writer's connection: while the
+            # server applies this flush, this thread and the fetch thread read and
+            # prepare the next one (the two run on different cores).
+            prepared = contacts.contacts_prepare(rows=rows, directory=self.directory)
+            writer.submit(
+                functools.partial(
+                    self._write,
+                    done,
+                    pages,
+                    lambda: contacts.contacts_apply_prepared(
+                        prepared=prepared,
+                        directory=self.directory,
+                        run_id=self.run.pk,
+                        record_added=self.record_added,
+                    ),
+                )
+            )
 
-        for page in self._pages(userids, *position):
-            buffer.extend(page.rows)
-            pages_in_buffer += 1
-            # The position *after* this page: where a successor resumes.
-            position = (page.batch, page.next_cursor) if page.next_cursor else (page.batch + 1, "")
-            if len(buffer) >= self.flush_rows:
-                flush()
-        flush()
-        checkpoint = {"phase": "sweep", "userids": userids, "batch": position[0], "cursor": ""}
+        try:
+            for page in self._pages(userids, *position):
+                buffer.extend(page.rows)
+                pages_in_buffer += 1
+                # The position *after* this page: where a successor resumes.
+                position = (
+                    (page.batch, page.next_cursor) if page.next_cursor else (page.batch + 1, "")
+                )
+                if len(buffer) >= self.flush_rows:
+                    flush()
+            flush()
+        finally:
+            if writer is not None:
+                # Every submitted flush commits (or fails) before the phase ends; an error
+                # of the writer's is raised here if nothing else was.
+                writer.close()
+        checkpoint = {
+            "phase": "sweep",
+            "userids": userids,
+            "batch": position[0],
+            "cursor": "",
+            "since": checkpoint["since"],
+        }
         with transaction.atomic():
             self._save(checkpoint=checkpoint)
         return checkpoint
+
+    def _apply_args(self, rows: list[ContactRow]) -> dict[str, Any]:
+        return {
+            "rows": rows,
+            "directory": self.directory,
+            "run_id": self.run.pk,
+            "record_added": self.record_added,
+        }
+
+    def _write(self, checkpoint: dict[str, Any], pages: int, apply: Callable[[], Any]) -> None:
+        """One flush: the rows and the checkpoint after them, in one transaction."""
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                # Safe for a resumable sync: a server crash can lose only the last commits,
+                # rows and checkpoint together, and the successor re-reads those pages.
+                # JIT compiles each flush's statements anew (their estimated cost passes
+                # jit_above_cost on big tables) for plans that run a few milliseconds.
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit = off; SET LOCAL jit = off")
+            applied = apply()
+            self._save(
+                checkpoint=checkpoint,
+                pages=self.run.pages + pages,
+                relationships=self.run.relationships + applied.relationships,
+                created=self.run.created + applied.created,
+                updated=self.run.updated + applied.updated,
+            )
+        self._refresh_statistics()
+        if self.after_flush:
+            self.after_flush(self.run)
 
     def _refresh_statistics(self) -> None:
         """ANALYZE the tables a first sync is filling, each time they have doubled.
@@ -318,27 +378,32 @@ class SyncEngine:
             for model in (Customer, Follow, CustomerTag, SyncSeenFollow):
                 cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
 
-    def _sweep_phase(self) -> None:
+    def _sweep_phase(self, checkpoint: dict[str, Any]) -> None:
         """After a complete pass: follows WeCom no longer lists are deleted, customers with
-        no follow left are lost, and the figures are reconciled."""
+        no follow left are lost, and the figures are reconciled.
+
+        Seen in this pass: a follow with a seen row (read and left alone), or one written
+        since the contacts phase began (``since``; the set-based path records no seen row
+        for the follows it writes). Workers' clocks are assumed to agree to within the
+        time a resume takes."""
         now = timezone.now()
+        since = checkpoint.get("since")
         with transaction.atomic():
             # NOT EXISTS, not NOT IN: PostgreSQL hashes a NOT IN subquery only while it fits
             # in work_mem, and falls back to a quadratic scan at a million follows.
-            seen = SyncSeenFollow.objects.filter(run_id=self.run.pk, follow_id=OuterRef("pk"))
-            gone = Follow.objects.filter(
-                ~Exists(seen),
-                deleted_at__isnull=True,
-                staff__wecom_userid__isnull=False,
-                customer__external_userid__isnull=False,
-            ).values_list("pk", flat=True)
+            seen: Exists | Q = Exists(
+                SyncSeenFollow.objects.filter(run_id=self.run.pk, follow_id=OuterRef("pk"))
+            )
+            if since:
+                seen = seen | Q(updated_at__gte=datetime.fromisoformat(since))
+            ours = Follow.objects.filter(
+                staff__wecom_userid__isnull=False, customer__external_userid__isnull=False
+            )
+            # Counted before the marking below, which stamps updated_at.
+            wecom_follows = ours.filter(seen).count()
+            gone = ours.filter(~seen, deleted_at__isnull=True).values_list("pk", flat=True)
             deleted = follows_mark_deleted(follow_ids=list(gone), at=now, source="wecom")
-            wecom_follows = SyncSeenFollow.objects.filter(run_id=self.run.pk).count()
-            active = Follow.objects.filter(
-                deleted_at__isnull=True,
-                staff__wecom_userid__isnull=False,
-                customer__external_userid__isnull=False,
-            ).count()
+            active = ours.filter(deleted_at__isnull=True).count()
             SyncSeenFollow.objects.filter(run_id=self.run.pk).delete()
             self._save(
                 status=SyncStatus.SUCCEEDED,
@@ -360,6 +425,48 @@ class SyncEngine:
             wecom_follows,
             active,
         )
+
+
+class _Writer:
+    """A thread that runs submitted writes one at a time, in order, on its own database
+    connection. ``submit`` waits while one write is queued, so at most two flushes are in
+    memory beyond the page buffer. The first error stops the writer for good: the writes
+    queued behind it are dropped (a later flush must never commit, and move the
+    checkpoint, past one that failed), and the error is raised by the next ``submit`` or
+    by ``close``."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._failed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (job := self._jobs.get()) is not None:
+                if self._failed:
+                    continue
+                try:
+                    job()
+                except BaseException as exc:  # raised in the submitting thread
+                    self._error, self._failed = exc, True
+        finally:
+            connections.close_all()  # this thread's connections only
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._raise()
+        self._jobs.put(job)
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def sync_run_execute(*, run_id: int, client: WeComClient | None = None, **options: Any) -> SyncRun:

@@ -19,6 +19,7 @@ from customers.services.activities import (
 from customers.services.contacts_pg import (
     ContactFollowInput,
     ContactFollowsResult,
+    contact_follows_apply_copy,
     contact_follows_apply_pg,
 )
 from customers.services.customers import (
@@ -65,6 +66,7 @@ __all__ = [
     "UpsertResult",
     "activities_record",
     "activity_record",
+    "contact_follows_apply_copy",
     "contact_follows_apply_pg",
     "contacts_upsert",
     "corp_tags_mirror",

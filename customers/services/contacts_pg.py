@@ -81,11 +81,15 @@ class ContactFollowsResult:
     customers_updated: int = 0
     follows_created: int = 0
     follows_updated: int = 0
-    #: Every follow of the input, in no particular order.
+    #: Every follow the call wrote (created, changed or revived), in no particular order.
+    #: A row whose follow already holds exactly its values is not written, and not here:
+    #: callers skip those first (``contact_follows_unchanged``).
     follow_ids: list[int] = field(default_factory=list)
 
 
 _STAGE = "_contact_follow_stage"
+#: The fields of a line given to ``contact_follows_apply_copy``, in order (tab-separated,
+#: COPY's text format). ``ord`` is the row's position: later rows of a pair win.
 _STAGE_COLUMNS = (
     ("ord", "integer"),
     ("external_userid", "text"),
@@ -108,14 +112,20 @@ _STAGE_COLUMNS = (
     ("sync_digest", "text"),
 )
 
+STAGE_FIELDS = tuple(name for name, _kind in _STAGE_COLUMNS)
+
 # COPY's text format: backslash, tab, newline and carriage return are escaped; \N is NULL.
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _SPECIAL = re.compile(r"[\\\t\n\r]")
 
 
-def _text(value: str) -> str:
+def copy_text(value: str) -> str:
+    """``value`` as a field of COPY's text format."""
     # str.translate walks every character (slowly, on CJK names); most values need none.
     return value.translate(_ESCAPES) if _SPECIAL.search(value) else value
+
+
+_text = copy_text
 
 
 def _opt(value: int | None) -> str:
@@ -221,19 +231,27 @@ WHERE (c.name, c.avatar, c.gender, c.unionid)
 RETURNING c.id, c.xmax = 0 AS created, c.referred_by_id
 """
 
-# The last row of a pair wins, as in ``follows_upsert``. ``before`` reads the statement's
-# snapshot, i.e. the pairs as they were before this INSERT: a follow that was deleted
-# there and is written here came back. Every input row of a pair whose digest differs is
+# The last row of a pair wins, as in ``follows_upsert``. ``deleted_before`` reads the
+# statement's snapshot, i.e. the pair as it was before this INSERT: a follow that was
+# deleted there and is written here came back. Every input row of a pair whose digest differs is
 # written (an unchanged row was skipped by the caller), so "changed" is what the WHERE
 # lets through.
 _FOLLOWS_UPSERT = """
 WITH src AS (
-    SELECT DISTINCT ON (c.id, s.staff_id) c.id AS customer_id, s.*
-    FROM {stage} s JOIN {customer} c ON c.external_userid = s.external_userid
+    SELECT DISTINCT ON (c.id, s.staff_id) c.id AS customer_id, s.*,
+        b.deleted_at AS deleted_before
+    FROM {stage} s
+    -- LATERAL ... LIMIT 1: a probe of the unique index per row, whatever the planner
+    -- thinks of the stage's size (hash joins here read the whole customer and follow
+    -- tables on every flush, and a million-row sync turns quadratic).
+    CROSS JOIN LATERAL (
+        SELECT c.id FROM {customer} c WHERE c.external_userid = s.external_userid LIMIT 1
+    ) c
+    LEFT JOIN LATERAL (
+        SELECT f.deleted_at FROM {follow} f
+        WHERE f.customer_id = c.id AND f.staff_id = s.staff_id LIMIT 1
+    ) b ON true
     ORDER BY c.id, s.staff_id, s.ord DESC
-), before AS (
-    SELECT f.customer_id, f.staff_id, f.deleted_at
-    FROM {follow} f JOIN src USING (customer_id, staff_id)
 ), written AS (
     INSERT INTO {follow} AS f (
         customer_id, staff_id, added_at, state, remark, description, add_way, oper_userid,
@@ -262,9 +280,9 @@ WITH src AS (
             EXCLUDED.remark_mobiles, EXCLUDED.tag_ids, EXCLUDED.sync_digest, NULL::timestamptz)
     RETURNING f.id, f.customer_id, f.staff_id, f.xmax = 0 AS created
 )
-SELECT w.id, w.customer_id, w.created, b.deleted_at IS NOT NULL AS revived
+SELECT w.id, w.customer_id, w.created, src.deleted_before IS NOT NULL AS revived
 FROM written w
-LEFT JOIN before b USING (customer_id, staff_id)
+JOIN src USING (customer_id, staff_id)
 """
 
 # The timeline's "added" event, keyed as the portable path keys it (follow id and the
@@ -279,11 +297,12 @@ SELECT f.customer_id, 'contact_added', s.added_at, 'wecom', f.staff_id,
     %(now)s
 FROM {follow} f
 JOIN {customer} c ON c.id = f.customer_id
-JOIN LATERAL (
-    SELECT * FROM {stage} s
-    WHERE s.external_userid = c.external_userid AND s.staff_id = f.staff_id
-    ORDER BY s.ord DESC LIMIT 1
-) s ON true
+-- The last row of each pair, joined once (a LATERAL per follow would scan the unindexed
+-- stage once per added follow).
+JOIN (
+    SELECT DISTINCT ON (external_userid, staff_id) * FROM {stage}
+    ORDER BY external_userid, staff_id, ord DESC
+) s ON s.external_userid = c.external_userid AND s.staff_id = f.staff_id
 WHERE f.id = ANY(%(follow_ids)s)
 ORDER BY f.id
 ON CONFLICT (idempotency_key) DO NOTHING
@@ -292,66 +311,99 @@ RETURNING customer_id
 
 # As ``customer_tags_sync``: a customer carries a WeCom tag while an active follow does;
 # the earliest such follow (added_at, id) is recorded as who put it there. Local tags and
-# links that stay are left alone.
-_TAGS_WANTED = """
-CREATE TEMP TABLE IF NOT EXISTS _contact_tags_wanted (
-    customer_id bigint, tag_id bigint, staff_id bigint
-) ON COMMIT DELETE ROWS;
-TRUNCATE _contact_tags_wanted;
-INSERT INTO _contact_tags_wanted
-SELECT DISTINCT ON (f.customer_id, t.id) f.customer_id, t.id, f.staff_id
-FROM {follow} f
-CROSS JOIN LATERAL jsonb_array_elements_text(f.tag_ids) AS e(tag_id)
-JOIN {tag} t ON t.id = e.tag_id::bigint
-JOIN {taggroup} g ON g.id = t.group_id AND g.source = %(wecom)s
-WHERE f.customer_id = ANY(%(customer_ids)s) AND f.deleted_at IS NULL
-ORDER BY f.customer_id, t.id, f.added_at, f.id;
-"""
-
-_TAGS_DELETE = """
-DELETE FROM {customertag} ct
-USING {tag} t, {taggroup} g
-WHERE ct.customer_id = ANY(%(customer_ids)s)
-    AND t.id = ct.tag_id AND g.id = t.group_id AND g.source = %(wecom)s
-    AND NOT EXISTS (
-        SELECT 1 FROM _contact_tags_wanted w
-        WHERE w.customer_id = ct.customer_id AND w.tag_id = ct.tag_id
+# links that stay are left alone. One statement: the wanted links are computed once and
+# shared by the DELETE and the INSERT (no scratch table to create, truncate and re-read
+# per flush). The DELETE removes only unwanted links and the INSERT adds only wanted
+# ones, so the two never touch the same row within the statement's snapshot.
+_TAGS_SYNC = """
+WITH wecom_tag AS (
+    SELECT t.id FROM {tag} t JOIN {taggroup} g ON g.id = t.group_id AND g.source = %(wecom)s
+), wanted AS (
+    SELECT DISTINCT ON (f.customer_id, t.id) f.customer_id, t.id AS tag_id, f.staff_id
+    FROM {follow} f
+    CROSS JOIN LATERAL jsonb_array_elements_text(f.tag_ids) AS e(tag_id)
+    JOIN wecom_tag t ON t.id = e.tag_id::bigint
+    WHERE f.customer_id = ANY(%(customer_ids)s) AND f.deleted_at IS NULL
+    ORDER BY f.customer_id, t.id, f.added_at, f.id
+), existing AS MATERIALIZED (
+    -- The touched customers' links, read once by index on the customer (written as a
+    -- filter on the tag, the planner would probe the index once per WeCom tag).
+    SELECT ct.id, ct.customer_id, ct.tag_id
+    FROM {customertag} ct WHERE ct.customer_id = ANY(%(customer_ids)s)
+), deleted AS (
+    DELETE FROM {customertag} ct
+    USING existing x
+    WHERE ct.id = x.id
+        AND x.tag_id IN (SELECT id FROM wecom_tag)
+        AND NOT EXISTS (
+            SELECT 1 FROM wanted w WHERE w.customer_id = x.customer_id AND w.tag_id = x.tag_id
+        )
+    RETURNING ct.customer_id
+), inserted AS (
+    INSERT INTO {customertag} (customer_id, tag_id, staff_id, created_at)
+    SELECT w.customer_id, w.tag_id, w.staff_id, %(now)s
+    FROM wanted w
+    WHERE NOT EXISTS (
+        SELECT 1 FROM existing x WHERE x.customer_id = w.customer_id AND x.tag_id = w.tag_id
     )
-RETURNING ct.customer_id
-"""
-
-_TAGS_INSERT = """
-INSERT INTO {customertag} (customer_id, tag_id, staff_id, created_at)
-SELECT w.customer_id, w.tag_id, w.staff_id, %(now)s
-FROM _contact_tags_wanted w
-WHERE NOT EXISTS (
-    SELECT 1 FROM {customertag} ct WHERE ct.customer_id = w.customer_id AND ct.tag_id = w.tag_id
+    ORDER BY w.customer_id, w.tag_id
+    ON CONFLICT (customer_id, tag_id) DO NOTHING
+    RETURNING customer_id
 )
-ORDER BY w.customer_id, w.tag_id
-ON CONFLICT (customer_id, tag_id) DO NOTHING
-RETURNING customer_id
+SELECT customer_id FROM deleted UNION SELECT customer_id FROM inserted
 """
 
 
-def _stage(cursor: Any, rows: Sequence[ContactFollowInput], tables: dict[str, str]) -> None:
+def _stage(cursor: Any, lines: str) -> None:
     columns = ", ".join(f"{name} {kind}" for name, kind in _STAGE_COLUMNS)
     # Created once per connection; ON COMMIT DELETE ROWS empties it with each flush.
     cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ({columns}) ON COMMIT DELETE ROWS")
     # A caller may apply twice within one transaction (tests, nested atomic blocks).
     cursor.execute(f"TRUNCATE {_STAGE}")
-    body = io.StringIO("".join(_copy_line(i, row) + "\n" for i, row in enumerate(rows)))
-    names = ", ".join(name for name, _kind in _STAGE_COLUMNS)
-    cursor.copy_expert(f"COPY {_STAGE} ({names}) FROM STDIN", body)
+    cursor.copy_expert(f"COPY {_STAGE} ({', '.join(STAGE_FIELDS)}) FROM STDIN", io.StringIO(lines))
+
+
+# Pairs whose active follow already carries the row's digest: the row was applied
+# before, as it is. Keys come as arrays (one statement, no staging), looked up by index.
+_UNCHANGED = """
+SELECT k.ord, f.id
+FROM unnest(%(external_userids)s::text[], %(staff_ids)s::bigint[], %(digests)s::text[])
+    WITH ORDINALITY AS k(external_userid, staff_id, digest, ord)
+-- LATERAL ... LIMIT 1 keeps the plan a probe of two indexes per key: the planner cannot
+-- size an unnest(), and would otherwise hash the whole customer and follow tables.
+CROSS JOIN LATERAL (
+    SELECT f.id FROM {customer} c
+    JOIN {follow} f ON f.customer_id = c.id AND f.staff_id = k.staff_id
+    WHERE c.external_userid = k.external_userid
+        AND f.deleted_at IS NULL AND f.sync_digest = k.digest
+    LIMIT 1
+) f
+"""
+
+
+def contact_follows_unchanged(
+    *, external_userids: Sequence[str], staff_ids: Sequence[int], digests: Sequence[str]
+) -> dict[int, int]:
+    """Position in the input -> follow id, for each (customer, staff member, digest) whose
+    active follow already carries that ``sync_digest``. PostgreSQL only."""
+    if not digests:
+        return {}
+    with connection.cursor() as wrapper, connection.wrap_database_errors:
+        wrapper.cursor.execute(
+            _UNCHANGED.format(**_tables()),
+            {
+                "external_userids": list(external_userids),
+                "staff_ids": list(staff_ids),
+                "digests": list(digests),
+            },
+        )
+        return {ord_ - 1: follow_id for ord_, follow_id in wrapper.cursor.fetchall()}
 
 
 def _tags_sync(cursor: Any, customer_ids: list[int], now: datetime, tables: dict[str, str]) -> None:
     params = {"customer_ids": customer_ids, "wecom": TagSource.WECOM.value, "now": now}
-    cursor.execute(_TAGS_WANTED.format(**tables), params)
-    cursor.execute(_TAGS_DELETE.format(**tables), params)
-    touched = {r[0] for r in cursor.fetchall()}
-    cursor.execute(_TAGS_INSERT.format(**tables), params)
-    touched.update(r[0] for r in cursor.fetchall())
-    announce(touched, Fact.TAG)
+    cursor.execute(_TAGS_SYNC.format(**tables), params)
+    announce({r[0] for r in cursor.fetchall()}, Fact.TAG)
 
 
 @transaction.atomic
@@ -365,11 +417,20 @@ def contact_follows_apply_pg(
     one of its stored values changed; unchanged rows are neither, and not written.
     PostgreSQL only.
     """
+    lines = "".join(_copy_line(i, row) + "\n" for i, row in enumerate(rows))
+    return contact_follows_apply_copy(lines=lines, record_added=record_added)
+
+
+@transaction.atomic
+def contact_follows_apply_copy(*, lines: str, record_added: bool = True) -> ContactFollowsResult:
+    """``contact_follows_apply_pg`` for rows already in COPY's text format, one line per
+    row with the ``STAGE_FIELDS`` (callers that hold rows in another shape build the text
+    once, without an intermediate object per row)."""
     result = ContactFollowsResult()
-    if not rows:
+    if not lines:
         return result
     if connection.vendor != "postgresql":
-        raise NotSupportedError("contact_follows_apply_pg needs PostgreSQL")
+        raise NotSupportedError("contact_follows_apply_copy needs PostgreSQL")
     tables = _tables()
     now = timezone.now()
     with connection.cursor() as wrapper, connection.wrap_database_errors:
@@ -383,7 +444,7 @@ def contact_follows_apply_pg(
             "set_config('random_page_cost', '1.1', true)"
         )
         random_page_cost = cursor.fetchone()[0]
-        _stage(cursor, rows, tables)
+        _stage(cursor, lines)
 
         cursor.execute(_CUSTOMERS_UPSERT.format(**tables), {"now": now})
         changed_customers: set[int] = set()
@@ -405,6 +466,7 @@ def contact_follows_apply_pg(
         revived: set[int] = set()
         changed_follow_customers: set[int] = set()
         for follow_id, customer_id, created, was_deleted in cursor.fetchall():
+            result.follow_ids.append(follow_id)
             changed_follow_customers.add(customer_id)
             if created:
                 result.follows_created += 1
@@ -422,18 +484,7 @@ def contact_follows_apply_pg(
                 {r[0] for r in cursor.fetchall()}, Fact.ACTIVITY, activity_kinds={"contact_added"}
             )
 
-        cursor.execute(
-            "SELECT f.id, f.customer_id FROM {follow} f "
-            "JOIN {customer} c ON c.id = f.customer_id "
-            "JOIN (SELECT DISTINCT external_userid, staff_id FROM {stage}) s "
-            "ON s.external_userid = c.external_userid AND s.staff_id = f.staff_id".format(**tables)
-        )
-        touched: set[int] = set()
-        for follow_id, customer_id in cursor.fetchall():
-            result.follow_ids.append(follow_id)
-            touched.add(customer_id)
-
-        _tags_sync(cursor, sorted(touched), now, tables)
+        _tags_sync(cursor, sorted(changed_follow_customers), now, tables)
         cursor.execute("SELECT set_config('random_page_cost', %s, true)", [random_page_cost])
     if revived:
         customers_refresh_status(customer_ids=revived, at=now)
