@@ -196,9 +196,14 @@ class ChannelRowSerializer(serializers.Serializer):
     repurchases = serializers.IntegerField()
     repurchase_rate = serializers.FloatField(allow_null=True)
     revenue_amount = serializers.CharField(help_text='Paid order amounts, decimal: "1234.00".')
-    cost = serializers.CharField(help_text="The channel's cost, decimal.")
+    cost = serializers.CharField(
+        allow_null=True,
+        help_text="The channel's cost, decimal; null for a store manager or store staff "
+        "(a corp-wide cost is not theirs to divide).",
+    )
     cost_per_acquired = serializers.CharField(
-        allow_null=True, help_text="cost / acquired, decimal; null when none was acquired."
+        allow_null=True,
+        help_text="cost / acquired, decimal; null when none was acquired or cost is hidden.",
     )
 
 

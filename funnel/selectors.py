@@ -38,7 +38,7 @@ from customers.selectors import staff_of
 from funnel.filters import ReportFilters
 from funnel.models import REACHED_FIELDS, Milestones, Stage
 from funnel.services import MONTH_DAYS, PERIODS, WEEK_DAYS, _vendor_sql
-from scrm.roles import Role, role_of
+from scrm.roles import Role, role_of, sees_everything
 
 
 def milestones_visible_qs(user: Any) -> QuerySet[Milestones]:
@@ -199,7 +199,8 @@ def channel_report(*, user: Any, filters: ReportFilters) -> list[dict[str, Any]]
     Two aggregate queries (stages, revenue), each grouped by channel in the database.
     Customers without a channel make one row with ``channel_id`` None (only if any); its
     cost is zero and its cost per acquired customer None (nothing was paid for them).
-    Rows come by customers acquired (most first), then channel name.
+    Rows come by customers acquired (most first), then channel name. Cost and cost per
+    acquired customer are None for users who do not see every customer.
     """
     cohort = cohort_qs(user, filters)
     rows = (
@@ -229,6 +230,9 @@ def channel_report(*, user: Any, filters: ReportFilters) -> list[dict[str, Any]]
             buyers.values(**columns), keys=["m.m_channel"], aggregates="SUM(o.amount)", where=until
         )
     }
+    # A channel's cost is corp-wide: divided by one store's customers it would mislead, so
+    # only those who see every customer get it.
+    shows_cost = sees_everything(user)
     report = []
     for row in rows:
         channel_id = row["channel_id"]
@@ -244,9 +248,11 @@ def channel_report(*, user: Any, filters: ReportFilters) -> list[dict[str, Any]]
                 "repurchases": row["repurchases"],
                 "repurchase_rate": rate(row["repurchases"], row["first_purchases"]),
                 "revenue_amount": _money(amounts.get(channel_id)),
-                "cost": _money(cost),
+                "cost": _money(cost) if shows_cost else None,
                 "cost_per_acquired": (
-                    _money(cost / acquired) if channel_id is not None and acquired else None
+                    _money(cost / acquired)
+                    if shows_cost and channel_id is not None and acquired
+                    else None
                 ),
             }
         )

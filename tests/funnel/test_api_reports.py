@@ -110,6 +110,8 @@ def test_channels_manager_sees_their_store_only(fw: FunnelWorld) -> None:
     body = api_client_for(fw.world.manager_a.user).get(BASE + "channels/", fw.query()).json()
     acquired = {row["channel"]: row["acquired"] for row in body["rows"]}
     assert acquired == {"门店 Stores": 2, "广告 Ads": 1}  # buyer_b (store B) is not counted
+    # A channel's cost is corp-wide: not a store manager's to divide by their customers.
+    assert {(row["cost"], row["cost_per_acquired"]) for row in body["rows"]} == {(None, None)}
 
 
 def test_channels_bad_dates(db: Any, api_client: APIClient) -> None:
