@@ -29,6 +29,8 @@ from customers.models import (
 )
 from scrm.roles import Role, role_of, sees_everything
 
+_M = TypeVar("_M", bound=Model)
+
 
 def staff_of(user: Any) -> Staff | None:
     """The active Staff row linked to ``user``, if any."""
@@ -38,15 +40,16 @@ def staff_of(user: Any) -> Staff | None:
     return None
 
 
-def customer_visible_qs(user: Any) -> QuerySet[Customer]:
-    """Customers ``user`` may see.
+def visible_to(qs: QuerySet[_M], user: Any, *, customer: str = "pk") -> QuerySet[_M]:
+    """Narrow ``qs`` to the customers ``user`` may see.
 
+    ``qs`` is customers, or rows that carry a customer's ``store_id`` and ``owner_id``
+    (the funnel's milestones copy them) with the customer's id in the field ``customer``.
     Operators and API clients see everyone; a store manager sees the customers of their
     store (by the customer's store, or an active follow by a staff member of the store);
     store staff see the customers they own or actively follow. Anyone else sees nothing.
     """
     role = role_of(user)
-    qs = Customer.objects.all()
     if role in (Role.OPERATOR, Role.INTEGRATION):
         return qs
     staff = staff_of(user)
@@ -56,13 +59,18 @@ def customer_visible_qs(user: Any) -> QuerySet[Customer]:
         if staff.store_id is None:
             return qs.none()
         store_follow = Follow.objects.filter(
-            customer=OuterRef("pk"), staff__store_id=staff.store_id, deleted_at__isnull=True
+            customer_id=OuterRef(customer), staff__store_id=staff.store_id, deleted_at__isnull=True
         )
         return qs.filter(Q(store_id=staff.store_id) | Exists(store_follow))
     own_follow = Follow.objects.filter(
-        customer=OuterRef("pk"), staff_id=staff.pk, deleted_at__isnull=True
+        customer_id=OuterRef(customer), staff_id=staff.pk, deleted_at__isnull=True
     )
     return qs.filter(Q(owner_id=staff.pk) | Exists(own_follow))
+
+
+def customer_visible_qs(user: Any) -> QuerySet[Customer]:
+    """Customers ``user`` may see (see :func:`visible_to`)."""
+    return visible_to(Customer.objects.all(), user)
 
 
 def customer_get_for_user(user: Any, pk: Any) -> Customer:
@@ -197,9 +205,6 @@ def channel_options(user: Any) -> list[tuple[int, str]]:
 
 
 # --- One access helper per model, and bulk look-ups for imports -------------------------
-
-
-_M = TypeVar("_M", bound=Model)
 
 
 def _get_or_404(qs: QuerySet[_M], pk: Any, what: str) -> _M:
