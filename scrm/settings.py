@@ -218,6 +218,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # Re-enqueue WeCom callback events whose processing was lost, so none stays unprocessed.
     "wecom-requeue-events": {"task": "channels.requeue_wecom_events", "schedule": 60.0},
 }
+# The SOP dispatcher's beat entries are added below, once SOP_TICK_SECONDS is read.
 
 # --- Auth, i18n, time ------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -355,6 +356,43 @@ if set(FUNNEL_ACTIVATION_KINDS) & set(FUNNEL_SYSTEM_KINDS):
         "FUNNEL_ACTIVATION_KINDS and FUNNEL_SYSTEM_KINDS must not share a kind: "
         f"{sorted(set(FUNNEL_ACTIVATION_KINDS) & set(FUNNEL_SYSTEM_KINDS))}."
     )
+
+# --- SOPs and campaigns (README "SOPs and campaigns") ------------------------------------
+# The dispatcher's beat tick: due touchpoints are claimed at most this long after due_at.
+SOP_TICK_SECONDS = env_int("SOP_TICK_SECONDS", 5, minimum=1)
+if SOP_TICK_SECONDS > 5:
+    raise ImproperlyConfigured(f"SOP_TICK_SECONDS={SOP_TICK_SECONDS}: the tick is at most 5 s.")
+# Touchpoints claimed per batch, and how long a claim is held before another worker may
+# take the rows of a worker that died.
+SOP_DISPATCH_BATCH = env_int("SOP_DISPATCH_BATCH", 1000, minimum=1)
+SOP_LEASE_SECONDS = env_int("SOP_LEASE_SECONDS", 120, minimum=10)
+# Dispatchers running at once on PostgreSQL (each claims with SKIP LOCKED); SQLite has one.
+SOP_DISPATCHERS = env_int("SOP_DISPATCHERS", 2, minimum=1)
+# A transiently failing touchpoint is retried with backoff this many times, then failed.
+SOP_MAX_ATTEMPTS = env_int("SOP_MAX_ATTEMPTS", 8, minimum=1)
+# A WeCom message task the staff member has not confirmed after this many days expires.
+SOP_CONFIRM_DAYS = env_int("SOP_CONFIRM_DAYS", 3, minimum=1)
+# The enterprise-message quota per customer (WECOM.md §1.9): "month" (as many per month as
+# the month has days; WeCom's default), "week" (7 a week) or "day" (1 a day).
+WECOM_MESSAGE_QUOTA = os.environ.get("WECOM_MESSAGE_QUOTA", "month").strip().lower()
+if WECOM_MESSAGE_QUOTA not in {"month", "week", "day"}:
+    raise ImproperlyConfigured(
+        f"WECOM_MESSAGE_QUOTA={WECOM_MESSAGE_QUOTA!r}: use month, week or day."
+    )
+# Member points: earned per whole currency unit of a paid order, and per referral.
+POINTS_PER_YUAN = env_int("POINTS_PER_YUAN", 1)
+POINTS_PER_REFERRAL = env_int("POINTS_PER_REFERRAL", 100)
+
+CELERY_BEAT_SCHEDULE.update(
+    {
+        # Claim and dispatch due touchpoints (the due table, never broker ETAs).
+        "sop-dispatch": {"task": "campaigns.dispatch_tick", "schedule": float(SOP_TICK_SECONDS)},
+        # Fetch WeCom's confirmations and send results of open message tasks.
+        "sop-confirmations": {"task": "campaigns.poll_message_tasks", "schedule": 60.0},
+        # Date and repurchase triggers: idempotent scans (trigger_key), hourly.
+        "sop-scheduled-triggers": {"task": "campaigns.scan_triggers", "schedule": 3600.0},
+    }
+)
 
 # --- Logging ---------------------------------------------------------------------------
 LOGGING = {
