@@ -353,6 +353,56 @@ class WeComClient:
     def send_welcome_msg(self, body: Mapping[str, Any]) -> None:
         self.post("externalcontact/send_welcome_msg", body)
 
+    # --- mass messages (WECOM.md §1.9) -------------------------------------------------
+
+    def add_msg_template(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a mass-message task; the answer holds ``msgid`` and ``fail_list``
+        (customers that are not contacts of the sender). Nothing is sent until the
+        member confirms in the client."""
+        return self.post("externalcontact/add_msg_template", body)
+
+    def groupmsg_list(
+        self,
+        *,
+        start_time: int,
+        end_time: int,
+        creator: str = "",
+        chat_type: str = "single",
+        filter_type: int = 2,
+        cursor: str = "",
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        """One page of ``get_groupmsg_list_v2`` (range at most a month; ``next_cursor``)."""
+        body: dict[str, Any] = {
+            "chat_type": chat_type,
+            "start_time": start_time,
+            "end_time": end_time,
+            "filter_type": filter_type,
+            "limit": min(limit, 100),
+        }
+        if creator:
+            body["creator"] = creator
+        if cursor:
+            body["cursor"] = cursor
+        return self.post("externalcontact/get_groupmsg_list_v2", body)
+
+    def groupmsg_task(self, msgid: str, cursor: str = "", *, limit: int = 1000) -> dict[str, Any]:
+        """One page of ``get_groupmsg_task``: each sender's status (2 = sent) and send_time."""
+        body: dict[str, Any] = {"msgid": msgid, "limit": min(limit, 1000)}
+        if cursor:
+            body["cursor"] = cursor
+        return self.post("externalcontact/get_groupmsg_task", body)
+
+    def groupmsg_send_result(
+        self, msgid: str, userid: str, cursor: str = "", *, limit: int = 1000
+    ) -> dict[str, Any]:
+        """One page of ``get_groupmsg_send_result`` for one sender: per customer status
+        (0 unsent, 1 sent, 2 not a contact, 3 already received a mass message today)."""
+        body: dict[str, Any] = {"msgid": msgid, "userid": userid, "limit": min(limit, 1000)}
+        if cursor:
+            body["cursor"] = cursor
+        return self.post("externalcontact/get_groupmsg_send_result", body)
+
 
 _default: WeComClient | None = None
 _default_lock = threading.Lock()
