@@ -4,6 +4,10 @@ the OpenAPI document at /api/schema/ (browsable at /api/docs/)."""
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
+from campaigns.api.content import CampaignViewSet, ContentViewSet
+from campaigns.api.levers import CouponBatchViewSet, CouponViewSet
+from campaigns.api.sops import SopViewSet
+from campaigns.api.touchpoints import TodoViewSet, TouchpointViewSet
 from channels.api import ChannelCodeViewSet, ChannelViewSet, SyncRunViewSet
 from customers.api import (
     ActivityViewSet,
@@ -30,9 +34,18 @@ router.register("stores", StoreViewSet, basename="store")
 router.register("channels", ChannelViewSet, basename="channel")
 router.register("channel-codes", ChannelCodeViewSet, basename="channel-code")
 router.register("sync-runs", SyncRunViewSet, basename="sync-run")
+router.register("contents", ContentViewSet, basename="content")
+router.register("sops", SopViewSet, basename="sop")
+router.register("campaigns", CampaignViewSet, basename="campaign")
+router.register("touchpoints", TouchpointViewSet, basename="touchpoint")
+router.register("todos", TodoViewSet, basename="todo")
+router.register("coupon-batches", CouponBatchViewSet, basename="coupon-batch")
+router.register("coupons", CouponViewSet, basename="coupon")
 
 urlpatterns = [
     *router.urls,
     # The funnel's reports are not resources of a model: plain views, read-only.
     path("", include("funnel.api")),
+    # A customer's member points (balance, ledger, spend).
+    path("", include("campaigns.api.levers")),
 ]
