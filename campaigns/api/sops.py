@@ -34,7 +34,6 @@ from campaigns.models import (
 )
 from campaigns.selectors.preview import PREVIEW_MAX_DAYS, SopPreview, sop_preview
 from campaigns.selectors.touchpoints import (
-    sop_as_data,
     sop_get_for_user,
     sop_in_flight_counts,
     sop_list_qs,
@@ -248,11 +247,9 @@ class SopViewSet(mixins.ListModelMixin, ScrmViewSet[Sop]):
         sop = self.get_object()
         serializer = SopWriteSerializer(data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
-        data = (
-            {**sop_as_data(sop), **serializer.validated_data}
-            if partial
-            else dict(serializer.validated_data)
-        )
+        # The service takes a partial definition (missing keys keep their values), and
+        # "in_flight" only from the request: it is a decision about this edit.
+        data = dict(serializer.validated_data)
         before = sop_in_flight_counts(sop)
         previous = sop.current_version_id
         version = sops.sop_update(sop=sop, data=data, user=request.user)
