@@ -479,9 +479,17 @@ def sop_update(*, sop: Sop, data: Mapping[str, Any], user: Any) -> SopVersion:
     get the new version's steps still in the future, counted from their own trigger), or
     *stop* (pending touchpoints superseded, enrolment exited ``version_stop``).
     """
+    given = sop
     sop = Sop.objects.select_for_update().get(pk=sop.pk)
     if sop.status == SopStatus.ARCHIVED:
         raise ValidationError({"status": "An archived SOP cannot be edited."})
+    version = _update(sop, data, user)
+    # The caller's instance follows, so that enrolling with it next uses the new version.
+    given.refresh_from_db()
+    return version
+
+
+def _update(sop: Sop, data: Mapping[str, Any], user: Any) -> SopVersion:
     current = sop.current_version
     assert current is not None
     merged = {**_definition(sop, current), **data}
