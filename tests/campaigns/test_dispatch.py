@@ -23,6 +23,7 @@ from campaigns.models import (
     Sop,
     SopStatus,
     SopStep,
+    SopVersion,
     StepAction,
     Touchpoint,
     TouchpointKind,
@@ -74,7 +75,7 @@ def active_sop(
     *, content: Content | None = None, action: str = StepAction.WECOM_MESSAGE, **version: Any
 ) -> tuple[Sop, SopStep]:
     sop = cast(Sop, SopFactory(status=SopStatus.ACTIVE))
-    v = SopVersionFactory(sop=sop, **version)
+    v = cast(SopVersion, SopVersionFactory(sop=sop, **version))
     step = cast(
         SopStep,
         SopStepFactory(
