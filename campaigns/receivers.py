@@ -18,7 +18,13 @@ from django.conf import settings
 from django.utils import timezone
 
 from campaigns.models import Enrollment, EnrollmentStatus, Sop, SopStatus, TriggerKind
-from campaigns.services.enrollment import enrollments_exit_due, sop_enroll, trigger_occurrences
+from campaigns.services.enrollment import (
+    ENROLL_CHUNK,
+    chunks,
+    enrollments_exit_due,
+    sop_enroll,
+    trigger_occurrences,
+)
 from customers.hooks import Fact
 
 #: Which facts can fire each event trigger. A stage moves with anything the funnel reads.
@@ -65,26 +71,28 @@ def facts_changed_sops(
     )
     if not running:
         return
-    for sop in running:
-        version = sop.current_version
-        if (
-            sop.status != SopStatus.ACTIVE
-            or version is None
-            or version.trigger_kind not in kinds
-            or sop.activated_at is None
-        ):
-            continue
-        rows = trigger_occurrences(
-            version=version, since=sop.activated_at, customer_ids=customer_ids
-        )
-        if rows:
-            sop_enroll(sop=sop, rows=rows)
-    if exits:
-        enrollment_ids = Enrollment.objects.filter(
-            customer_id__in=customer_ids,
-            status=EnrollmentStatus.ACTIVE,
-            sop_id__in=[sop.pk for sop in running],
-        ).values_list("id", flat=True)
-        ids = list(enrollment_ids)
-        if ids:
-            enrollments_exit_due(enrollment_ids=ids, now=timezone.now())
+    # Chunks of announced ids: a full WeCom sync announces every customer at once, and an
+    # ``IN`` list must stay within SQLite's parameter limit.
+    for ids in chunks(sorted(customer_ids), ENROLL_CHUNK):
+        for sop in running:
+            version = sop.current_version
+            if (
+                sop.status != SopStatus.ACTIVE
+                or version is None
+                or version.trigger_kind not in kinds
+                or sop.activated_at is None
+            ):
+                continue
+            rows = trigger_occurrences(version=version, since=sop.activated_at, customer_ids=ids)
+            if rows:
+                sop_enroll(sop=sop, rows=rows)
+        if exits:
+            enrollment_ids = list(
+                Enrollment.objects.filter(
+                    customer_id__in=ids,
+                    status=EnrollmentStatus.ACTIVE,
+                    sop_id__in=[sop.pk for sop in running],
+                ).values_list("id", flat=True)
+            )
+            if enrollment_ids:
+                enrollments_exit_due(enrollment_ids=enrollment_ids, now=timezone.now())

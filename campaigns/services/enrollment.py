@@ -89,7 +89,7 @@ class EnrollResult:
         self.skipped += other.skipped
 
 
-def _chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+def chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
     it = iter(items)
     while chunk := list(islice(it, size)):
         yield chunk
@@ -237,7 +237,7 @@ def touchpoints_create(
                 (enrollment_id, step.pk, customer_id, STEP_KIND[StepAction(step.action)], due)
             )
     for campaign_id, rows in by_campaign.items():
-        for chunk in _chunks(rows, _INSERT_ROWS):
+        for chunk in chunks(rows, _INSERT_ROWS):
             inserted += len(
                 insert_json(
                     Touchpoint,
@@ -449,7 +449,7 @@ def sop_enroll(*, sop: Sop, rows: Sequence[tuple[int, str, datetime]]) -> Enroll
     version, steps = enrollable
     now = timezone.now()
     with transaction.atomic():
-        for chunk in _chunks(rows, ENROLL_CHUNK):
+        for chunk in chunks(rows, ENROLL_CHUNK):
             result.add(
                 _enroll_chunk(
                     sop=sop,
@@ -528,7 +528,7 @@ def enrollments_exit(*, enrollment_ids: Iterable[int], reason: str, now: datetim
     if not ids:
         return 0
     exited = 0
-    for chunk in _chunks(ids, ENROLL_CHUNK):
+    for chunk in chunks(ids, ENROLL_CHUNK):
         exited += Enrollment.objects.filter(id__in=chunk, status=EnrollmentStatus.ACTIVE).update(
             status=EnrollmentStatus.EXITED, exit_reason=reason, exited_at=now
         )
@@ -548,7 +548,7 @@ def enrollments_exit_due(*, enrollment_ids: Iterable[int], now: datetime) -> dic
     """
     ids = list(enrollment_ids)
     reasons: dict[int, str] = {}
-    for chunk in _chunks(ids, ENROLL_CHUNK):
+    for chunk in chunks(ids, ENROLL_CHUNK):
         rows = (
             Enrollment.objects.filter(id__in=chunk, status=EnrollmentStatus.ACTIVE)
             .annotate(
