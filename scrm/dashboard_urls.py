@@ -14,6 +14,7 @@ urlpatterns = [
     path("accounts/logout/", LogoutView.as_view(), name="logout"),
     path("customers/", include("customers.urls")),
     path("funnel/", include("funnel.urls")),
+    path("campaigns/", include("campaigns.urls")),
     # /channels/... and /sync/ (namespace "channels").
     path("", include("channels.urls")),
     path("settings/api-tokens/", api_tokens.api_tokens, name="api_tokens"),

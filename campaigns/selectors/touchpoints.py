@@ -186,6 +186,17 @@ def sop_list_qs(user: Any) -> QuerySet[Sop]:
     )
 
 
+def sop_detail_for_user(user: Any, pk: Any) -> Sop:
+    """One SOP with its figures (as in the list) and current steps, or Http404."""
+    qs = sop_list_qs(user).prefetch_related(
+        Prefetch(
+            "current_version__steps",
+            queryset=SopStep.objects.select_related("content", "tag").order_by("position"),
+        )
+    )
+    return _get_or_404(qs, pk, "SOP")
+
+
 def campaign_list_qs(user: Any) -> QuerySet[Campaign]:
     """Campaigns with their SOP count and members (treatment, holdout) in one query."""
     members = CampaignMember.objects.filter(campaign=OuterRef("pk"))
