@@ -84,6 +84,8 @@ class PreviewRow:
     outcome: str
     #: Names of the other active SOPs with a touchpoint for the customer that local day.
     collides_with: tuple[str, ...] = ()
+    #: Moved to the end of the quiet hours (even when then over quota).
+    quiet_deferred: bool = False
 
     @property
     def collision(self) -> bool:
@@ -343,6 +345,7 @@ class _Plan:
             planned, key=lambda p: (p[0], p[4], p[3].position)
         ):
             local_day = due.astimezone(tz).date()
+            deferred = outcome == Outcome.DEFERRED
             if step.action == StepAction.WECOM_MESSAGE and outcome != Outcome.SKIPPED_QUIET:
                 start, limit = quota.quota_period(local_day)
                 ours[(customer_id, start)] += 1
@@ -367,6 +370,7 @@ class _Plan:
                     due_at=due,
                     outcome=outcome,
                     collides_with=collides,
+                    quiet_deferred=deferred,
                 )
             )
         return rows
@@ -462,7 +466,7 @@ def sop_preview(
             day.steps[row.step] = day.steps.get(row.step, 0) + 1
             if row.action == StepAction.WECOM_MESSAGE:
                 summary.messages += 1
-            if row.outcome == Outcome.DEFERRED:
+            if row.quiet_deferred:
                 summary.quiet_deferred += 1
             if row.outcome == Outcome.OVER_QUOTA:
                 summary.over_quota += 1
@@ -490,6 +494,7 @@ CSV_HEADER = (
     "action",
     "due_at",
     "outcome",
+    "quiet_deferred",
     "collides_with",
 )
 
@@ -513,5 +518,6 @@ def preview_csv_rows(
             row.action,
             "" if row.due_at is None else row.due_at.astimezone(tz).isoformat(),
             row.outcome,
+            "yes" if row.quiet_deferred else "",
             "; ".join(row.collides_with),
         ]
