@@ -15,6 +15,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
@@ -330,7 +331,7 @@ class SopViewSet(mixins.ListModelMixin, ScrmViewSet[Sop]):
             OpenApiParameter("window_days", int, description="Days to look at (default 7)."),
             OpenApiParameter("now", str, description="Preview as of (ISO 8601, default now)."),
         ],
-        responses={200: serializers.DictField()},
+        responses={200: OpenApiTypes.OBJECT},
         description="A dry run (works on a draft): who would enter in the window, when "
         "each step would fire, collisions with other SOPs on the same day, and the quota. "
         "All rows: /campaigns/sops/{id}/preview.csv.",
