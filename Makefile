@@ -10,7 +10,7 @@ export DEBUG ?= 1
 SERVICE_VARS := DATABASE_URL REDIS_URL CELERY_BROKER_URL CELERY_RESULT_BACKEND
 
 .PHONY: install install-browser run test test-sqlite test-services lint fmt migrate seed clean bench-sync \
-	bench-funnel
+	bench-funnel bench-sop
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -78,6 +78,14 @@ bench-sync: $(STAMP)
 BENCH_FUNNEL_ARGS ?= --customers 1000000
 bench-funnel: $(STAMP)
 	env $(addprefix -u ,$(SERVICE_VARS)) $(BIN)/python -m bench.funnel $(BENCH_FUNNEL_ARGS)
+
+# SOP dispatch: 100,000 due touchpoints (and 1,000,000 future ones in the table) sent to the
+# simulator by 2 real Celery workers on PostgreSQL + Redis, timed. BENCH_DATABASE_URL
+# (default postgres://postgres@127.0.0.1:5432/scrm_bench_sop) is dropped and re-created;
+# BENCH_REDIS_URL (default redis://127.0.0.1:6379/13) is flushed.
+BENCH_SOP_ARGS ?= --due 100000 --future 1000000
+bench-sop: $(STAMP)
+	env $(addprefix -u ,$(SERVICE_VARS)) $(BIN)/python -m bench.sop $(BENCH_SOP_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
