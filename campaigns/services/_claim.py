@@ -9,6 +9,8 @@ worker took the rows over, our late writes change nothing.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import socket
 import uuid
@@ -21,7 +23,17 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, QuerySet
 
-from campaigns.models import SopStatus, Touchpoint, TouchpointStatus
+from campaigns.models import (
+    MessageTask,
+    MessageTaskStatus,
+    SkipReason,
+    SopStatus,
+    Touchpoint,
+    TouchpointStatus,
+)
+from campaigns.services.quota import quota_refund
+
+logger = logging.getLogger(__name__)
 
 #: SQLite's bound-parameter ceiling; id lists are chunked below it.
 _CHUNK = 5000
@@ -190,8 +202,6 @@ def bulk_link(rows: list[tuple[int, int, int, str, list[dict[str, Any]]]]) -> No
         return
     table = Touchpoint._meta.db_table
     if connection.vendor == "postgresql":
-        import json
-
         with connection.cursor() as cursor:
             for i in range(0, len(rows), _CHUNK):
                 part = rows[i : i + _CHUNK]
@@ -210,7 +220,6 @@ def bulk_link(rows: list[tuple[int, int, int, str, list[dict[str, Any]]]]) -> No
                 )
         return
     groups: dict[tuple[int, int, str, str], list[int]] = {}
-    import json
 
     for tp_id, task_id, staff_id, text, attachments in rows:
         key = (task_id, staff_id, text, json.dumps(attachments, sort_keys=True))
@@ -223,3 +232,96 @@ def bulk_link(rows: list[tuple[int, int, int, str, list[dict[str, Any]]]]) -> No
                 rendered_text=text,
                 rendered_attachments=json.loads(attachments_json),
             )
+
+
+# --- the reconciler's look-ups in WeCom ----------------------------------------------------
+
+
+def _norm(body: dict[str, Any]) -> tuple[str, str]:
+    text = body.get("text") or {}
+    content = text.get("content", "") if isinstance(text, dict) else ""
+    return str(content), json.dumps(body.get("attachments") or [], sort_keys=True)
+
+
+def _candidates(client: Any, task: MessageTask, now: datetime) -> list[str]:
+    """msgids in WeCom's list with this task's sender and exactly its body."""
+    sender = task.sender.wecom_userid or ""
+    end = int(now.timestamp())
+    start = max(int(task.called_at.timestamp()) - 60, end - 30 * 86400)
+    wanted = _norm(task.body)
+    found: list[str] = []
+    cursor = ""
+    while True:
+        page = client.groupmsg_list(start_time=start, end_time=end, creator=sender, cursor=cursor)
+        found += [
+            str(row["msgid"]) for row in page.get("group_msg_list", []) if _norm(row) == wanted
+        ]
+        cursor = str(page.get("next_cursor") or "")
+        if not cursor:
+            return found
+
+
+def _recipients(client: Any, msgid: str, userid: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    cursor = ""
+    while True:
+        page = client.groupmsg_send_result(msgid, userid, cursor)
+        for row in page.get("send_list", []):
+            out[str(row.get("external_userid"))] = int(row.get("status") or 0)
+        cursor = str(page.get("next_cursor") or "")
+        if not cursor:
+            return out
+
+
+def reconcile_one(client: Any, task: MessageTask, now: datetime) -> int:
+    """Decide one stale ``calling`` task (see ``dispatch.message_tasks_reconcile``)."""
+    touchpoints = list(
+        Touchpoint.objects.filter(task=task, status=TouchpointStatus.CLAIMED).values_list(
+            "id", "customer_id", "customer__external_userid", "attempts"
+        )
+    )
+    ours = {eid for _i, _c, eid, _a in touchpoints if eid}
+    userid = task.sender.wecom_userid or ""
+    candidates = _candidates(client, task, now)
+    adopted = set(MessageTask.objects.filter(msgid__in=candidates).values_list("msgid", flat=True))
+    match: tuple[str, dict[str, int]] | None = None
+    for msgid in candidates:
+        if msgid in adopted:
+            continue
+        recipients = _recipients(client, msgid, userid)
+        # The body alone may be shared by two tasks of one sender; their customers are not.
+        fits = bool(recipients) and set(recipients) <= ours
+        if fits and (match is None or len(recipients) > len(match[1])):
+            match = (msgid, recipients)
+    with transaction.atomic():
+        if match is not None:
+            msgid, recipients = match
+            MessageTask.objects.filter(pk=task.pk, status=MessageTaskStatus.CALLING).update(
+                status=MessageTaskStatus.CREATED, msgid=msgid, created_at=now, lease_until=None
+            )
+            hit = [i for i, _c, eid, _a in touchpoints if eid in recipients]
+            miss = [(i, c) for i, c, eid, _a in touchpoints if eid not in recipients]
+            Touchpoint.objects.filter(id__in=hit, status=TouchpointStatus.CLAIMED).update(
+                status=TouchpointStatus.CREATED, dispatched_at=task.called_at, lease_until=None
+            )
+            if miss:
+                Touchpoint.objects.filter(
+                    id__in=[i for i, _c in miss], status=TouchpointStatus.CLAIMED
+                ).update(
+                    status=TouchpointStatus.SKIPPED,
+                    skip_reason=SkipReason.NOT_CONTACT,
+                    lease_until=None,
+                )
+                quota_refund(customer_ids=[c for _i, c in miss], at=task.called_at)
+            logger.info("task %s: adopted msgid %s from WeCom's list", task.pk, msgid)
+            return 1
+        # WeCom has no such message: the call never happened. The attempt stays counted.
+        MessageTask.objects.filter(pk=task.pk, status=MessageTaskStatus.CALLING).update(
+            status=MessageTaskStatus.FAILED, error="not created", lease_until=None
+        )
+        Touchpoint.objects.filter(task=task, status=TouchpointStatus.CLAIMED).update(
+            status=TouchpointStatus.PENDING, claimed_by="", lease_until=None, task=None
+        )
+        quota_refund(customer_ids=[c for _i, c, _e, _a in touchpoints], at=task.called_at)
+    logger.info("task %s: not in WeCom's list; %s touchpoints released", task.pk, len(touchpoints))
+    return 1

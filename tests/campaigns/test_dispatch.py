@@ -183,6 +183,18 @@ def test_a_content_without_customer_values_is_one_call_for_a_hundred_customers(w
     }
 
 
+def test_the_queries_of_a_batch_do_not_grow_with_its_size(wecom) -> None:
+    ((_staff, customers),) = corp(wecom, customers=110).items()
+    counts = []
+    for text, group in (("ten", customers[:10]), ("a hundred", customers[10:])):
+        _sop, step = active_sop(content=ContentFactory(text=text))
+        due(group, step)
+        with CaptureQueriesContext(connection) as queries:
+            assert dispatch_batch(worker="t").created == len(group)
+        counts.append(len(queries))
+    assert counts[0] == counts[1]
+
+
 def test_a_content_with_the_name_is_one_call_per_customer(wecom) -> None:
     ((_staff, customers),) = corp(wecom, customers=100).items()
     _sop, step = active_sop(content=ContentFactory(text="{name}, 您好"))
