@@ -37,7 +37,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Case, Count, Value, When
 from django.utils import timezone
 
 from campaigns.models import (
@@ -69,6 +69,8 @@ MAX_RECIPIENTS = 10_000
 REFUSED_TRANSIENT = frozenset({-1, 6000, 41063, 45009, 45033})
 #: 41048: none of the customers can be sent to (not contacts of the sender).
 NO_CUSTOMER = 41048
+#: Calls made before their outcomes are recorded (bounds the statements per batch too).
+RECORD_EVERY = 64
 
 
 @dataclass
@@ -563,8 +565,11 @@ def _messages(
             links += [(m.row.id, task.pk, g.sender_id, text, att) for m, text, att in members]
         _claim.bulk_link(links)
     result.tasks += len(grouped)
-    _call([g for g, _m in grouped], result)
-    _record([g for g, _m in grouped], token=token, consumed_at=now, result=result)
+    # Recorded a slice at a time, so the first customers' lateness is not the whole batch's.
+    calls = [g for g, _m in grouped]
+    for i in range(0, len(calls), RECORD_EVERY):
+        _call(calls[i : i + RECORD_EVERY], result)
+        _record(calls[i : i + RECORD_EVERY], token=token, consumed_at=now, result=result)
 
 
 def _call(groups: list[_Group], result: DispatchResult) -> None:
@@ -642,13 +647,20 @@ def _record(
             result.uncertain += len(g.members)  # the reconciler decides
     with transaction.atomic():
         if ok:
-            for g in ok:
-                MessageTask.objects.filter(pk=g.task_id, status=MessageTaskStatus.CALLING).update(
-                    status=MessageTaskStatus.CREATED,
-                    msgid=str(g.answer["msgid"]),  # type: ignore[index]
-                    created_at=now,
-                    lease_until=None,
-                )
+            MessageTask.objects.filter(
+                pk__in=[g.task_id for g in ok], status=MessageTaskStatus.CALLING
+            ).update(
+                status=MessageTaskStatus.CREATED,
+                msgid=Case(
+                    *[
+                        When(pk=g.task_id, then=Value(str(g.answer["msgid"])))
+                        for g in ok
+                        if g.answer
+                    ]
+                ),
+                created_at=now,
+                lease_until=None,
+            )
             created_ids = [m.row.id for g in ok for m in g.members]
             skipped = set(not_contact)
             result.created += _claim.set_status(
