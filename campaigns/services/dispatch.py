@@ -92,6 +92,8 @@ class DispatchResult:
     skipped: Counter[str] = field(default_factory=Counter)
     over_quota: list[int] = field(default_factory=list)
     max_lateness: float = 0.0  # seconds, dispatched_at - due_at
+    #: Seconds spent per phase (claim, checks, commit, calls, record): where a batch goes.
+    timings: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     def merge(self, other: DispatchResult) -> None:
         for name in (
@@ -111,6 +113,8 @@ class DispatchResult:
         self.skipped.update(other.skipped)
         self.over_quota += other.over_quota
         self.max_lateness = max(self.max_lateness, other.max_lateness)
+        for phase, seconds in other.timings.items():
+            self.timings[phase] += seconds
 
 
 @dataclass
@@ -241,16 +245,24 @@ def dispatch_batch(
     """Claim up to ``limit`` (SOP_DISPATCH_BATCH) due touchpoints and dispatch them."""
     now = now or timezone.now()
     token = _claim.claim_token(worker)
+    started = time.perf_counter()
     rows = _claim.touchpoints_claim(
         token=token, now=now, limit=limit or settings.SOP_DISPATCH_BATCH
     )
     result = DispatchResult(claimed=len(rows))
+    result.timings["claim"] += time.perf_counter() - started
     if rows:
         _process(rows, token=token, now=now, result=result)
+        logger.info(
+            "batch %s: %s claimed, %s created in %s tasks, skipped %s; %s",
+            token, len(rows), result.created, result.tasks, dict(result.skipped),
+            ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()),
+        )  # fmt: skip
     return result
 
 
 def _process(rows: list[ClaimedRow], *, token: str, now: datetime, result: DispatchResult) -> None:
+    started = time.perf_counter()
     steps = {
         s.pk: s
         for s in SopStep.objects.filter(id__in={r.step_id for r in rows}).select_related(
@@ -364,6 +376,7 @@ def _process(rows: list[ClaimedRow], *, token: str, now: datetime, result: Dispa
     result.done += _tags(tags, token=token, now=now)
     _skip(token, skips, result)
     if messages:
+        result.timings["checks"] += time.perf_counter() - started
         _messages(messages, token=token, stores=stores, result=result)
 
 
@@ -497,6 +510,7 @@ def _consume(messages: list[_Message], now: datetime) -> tuple[list[_Message], l
 def _messages(
     messages: list[_Message], *, token: str, stores: dict[int, str], result: DispatchResult
 ) -> None:
+    started = time.perf_counter()
     now = timezone.now()
     lease = now + timedelta(seconds=max(settings.SOP_LEASE_SECONDS, 2 * settings.WECOM_TIMEOUT + 5))
     with transaction.atomic():
@@ -567,9 +581,14 @@ def _messages(
     result.tasks += len(grouped)
     # Recorded a slice at a time, so the first customers' lateness is not the whole batch's.
     calls = [g for g, _m in grouped]
+    result.timings["commit"] += time.perf_counter() - started
     for i in range(0, len(calls), RECORD_EVERY):
+        started = time.perf_counter()
         _call(calls[i : i + RECORD_EVERY], result)
+        result.timings["calls"] += time.perf_counter() - started
+        started = time.perf_counter()
         _record(calls[i : i + RECORD_EVERY], token=token, consumed_at=now, result=result)
+        result.timings["record"] += time.perf_counter() - started
 
 
 def _call(groups: list[_Group], result: DispatchResult) -> None:
@@ -692,13 +711,6 @@ def _record(
             )
         if refund:
             quota_refund(customer_ids=refund, at=consumed_at)
-    if ok:
-        logger.info(
-            "dispatched %s touchpoints in %s WeCom tasks (max lateness %.1fs)",
-            result.created,
-            len(ok),
-            result.max_lateness,
-        )
 
 
 # --- loops -----------------------------------------------------------------------------
