@@ -319,6 +319,8 @@ def _start_worker(n: int, env: dict[str, str], queue: str) -> subprocess.Popen[s
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
+            "--logfile",
+            f"/tmp/bench-sop-worker{n}.log",
         ],
         cwd=ROOT,
         env=env,
