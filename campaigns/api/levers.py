@@ -1,7 +1,8 @@
 """Levers: coupon batches and coupons, and each customer's member points.
 
 * ``coupon-batches/``: read by every role (a clerk tells a customer what a coupon is
-  worth). Creating and editing batches has no service yet: read-only here.
+  worth); created and edited by operators and API clients (no delete: issued coupons
+  point at their batch; set ``is_active`` false to stop issuing).
 * ``coupons/``: the coupons of the customers the user may see; ``coupons/redeem/`` takes
   a code and an order id (the till or the mall after payment) and redeems it through
   ``levers.coupon_redeem`` (400 naming the field when unknown, expired, used, another
@@ -16,7 +17,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.urls import path
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, serializers
+from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -33,7 +34,12 @@ from campaigns.selectors.touchpoints import (
 from campaigns.services import levers
 from customers.models import Order
 from customers.selectors import customer_get_for_user, order_visible_qs
-from scrm.api import API_PARSERS, HasRole, VisiblePrimaryKeyRelatedField
+from scrm.api import (
+    API_PARSERS,
+    HasRole,
+    ReadOnlyUnlessSeesEverything,
+    VisiblePrimaryKeyRelatedField,
+)
 from scrm.api_views import ScrmAutoSchema, ScrmViewSet
 
 #: Ledger lines shown with the balance (newest first).
@@ -56,7 +62,7 @@ class CouponBatchSerializer(serializers.ModelSerializer[CouponBatch]):
             "created_at",
             "updated_at",
         ]
-        read_only_fields = fields
+        read_only_fields = ["id", "created_at", "updated_at"]
 
 
 @extend_schema(tags=["coupons"])
@@ -64,7 +70,7 @@ class CouponBatchViewSet(mixins.ListModelMixin, ScrmViewSet[CouponBatch]):
     """Kinds of coupon; codes are issued per customer by SOP steps with {coupon}."""
 
     filterset_class = CouponBatchFilter
-    permission_classes = [HasRole]
+    permission_classes = [ReadOnlyUnlessSeesEverything]
     serializer_class = CouponBatchSerializer
     cursor_ordering = ("-id",)
 
@@ -76,6 +82,21 @@ class CouponBatchViewSet(mixins.ListModelMixin, ScrmViewSet[CouponBatch]):
 
     def retrieve(self, request: Request, pk: str | None = None) -> Response:
         return Response(CouponBatchSerializer(self.get_object()).data)
+
+    @extend_schema(request=CouponBatchSerializer, responses={201: CouponBatchSerializer})
+    def create(self, request: Request) -> Response:
+        serializer = CouponBatchSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        batch = levers.coupon_batch_create(data=serializer.validated_data)
+        return Response(CouponBatchSerializer(batch).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=CouponBatchSerializer, responses=CouponBatchSerializer)
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        batch = self.get_object()
+        serializer = CouponBatchSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        levers.coupon_batch_update(batch=batch, data=serializer.validated_data)
+        return Response(CouponBatchSerializer(batch).data)
 
 
 class CouponSerializer(serializers.ModelSerializer[Coupon]):

@@ -8,6 +8,7 @@ this module holds the writes a person or the dispatcher asks for.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from campaigns.models import Coupon, CouponBatch, PointsEntry, PointsReason
+from campaigns.models import Coupon, CouponBatch, DiscountKind, PointsEntry, PointsReason
 from customers.models import ActivityKind, ActivitySource, Customer, Order, OrderStatus
 from customers.services import activity_record
 
@@ -32,6 +33,75 @@ def coupon_code_new() -> str:
 
 def _normalize_code(code: str) -> str:
     return "".join(str(code).split()).upper()
+
+
+# --- coupon batches --------------------------------------------------------------------
+
+_BATCH_FIELDS = (
+    "name",
+    "campaign",
+    "discount_kind",
+    "value",
+    "min_spend",
+    "valid_days",
+    "total_limit",
+    "is_active",
+)
+
+
+def _batch_errors(batch: CouponBatch) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    if not (batch.name or "").strip():
+        errors["name"] = "A coupon batch needs a name."
+    if batch.discount_kind not in DiscountKind.values:
+        errors["discount_kind"] = f"Use one of {', '.join(DiscountKind.values)}."
+    if batch.value is None or batch.value <= 0:
+        errors["value"] = "The value must be more than 0."
+    elif batch.discount_kind == DiscountKind.PERCENT and batch.value >= 100:
+        errors["value"] = "A percent discount is less than 100."
+    if batch.min_spend is None or batch.min_spend < 0:
+        errors["min_spend"] = "The minimum spend cannot be negative."
+    if not batch.valid_days or batch.valid_days < 1 or batch.valid_days > 3650:
+        errors["valid_days"] = "A coupon is valid for 1 to 3650 days."
+    if batch.total_limit is not None and batch.total_limit < 1:
+        errors["total_limit"] = "The limit is at least 1 (leave it empty for no limit)."
+    return errors
+
+
+@transaction.atomic
+def coupon_batch_create(*, data: Mapping[str, Any]) -> CouponBatch:
+    """A new kind of coupon (``name``, ``value``, and optionally the other fields)."""
+    unknown = set(data) - set(_BATCH_FIELDS)
+    if unknown:
+        raise ValidationError(dict.fromkeys(sorted(unknown), "Unknown field."))
+    batch = CouponBatch(**data)
+    errors = _batch_errors(batch)
+    if errors:
+        raise ValidationError(errors)
+    batch.save()
+    return batch
+
+
+@transaction.atomic
+def coupon_batch_update(*, batch: CouponBatch, data: Mapping[str, Any]) -> list[str]:
+    """Apply the given fields; returns those that changed. Coupons already issued keep
+    their own expiry; a lower ``total_limit`` only stops further issues."""
+    unknown = set(data) - set(_BATCH_FIELDS)
+    if unknown:
+        raise ValidationError(dict.fromkeys(sorted(unknown), "Unknown field."))
+    # Under the same lock coupon_issue takes, so a limit change and an issue serialize.
+    locked = CouponBatch.objects.select_for_update().get(pk=batch.pk)
+    changed = [f for f in data if getattr(locked, f) != data[f]]
+    for field in changed:
+        setattr(locked, field, data[field])
+    errors = _batch_errors(locked)
+    if errors:
+        raise ValidationError(errors)
+    if changed:
+        locked.save(update_fields=[*changed, "updated_at"])
+        for field in changed:
+            setattr(batch, field, data[field])
+    return changed
 
 
 # --- coupons ---------------------------------------------------------------------------
