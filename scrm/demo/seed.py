@@ -34,6 +34,7 @@ from customers.models import (
     TagGroup,
 )
 from scrm import services as scrm_services
+from scrm.demo.campaigns import demo_campaigns_seed
 from scrm.demo.plan import (
     API_CLIENT_USERNAME,
     BATCH,
@@ -297,6 +298,9 @@ def demo_seed(
             source=ActivitySource.MOBILE,
         )
         created["notes"] += 1
+
+    operator = next(s for s in staff.values() if s.role == Role.OPERATOR).user
+    created.update(demo_campaigns_seed(operator=operator))
 
     api_username, api_token = _api_token()
     store_names = {s.code: s.name for s in plan.stores}
