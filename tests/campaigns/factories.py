@@ -111,3 +111,9 @@ def sop_with_steps(*, trigger_kind: str = TriggerKind.MANUAL, steps: int = 1, **
     sop.current_version = v
     sop.save(update_fields=["current_version"])
     return sop
+
+
+def current_version(sop: Sop) -> SopVersion:
+    """The SOP's current version (tests build SOPs that always have one)."""
+    assert sop.current_version is not None
+    return sop.current_version

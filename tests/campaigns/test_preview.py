@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime, time, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,12 +16,14 @@ from django.test import Client
 from campaigns.models import QuietAction, QuotaUsage, SopStatus, TriggerKind
 from campaigns.selectors.preview import Outcome, sop_preview
 from campaigns.services.quota import quota_period
+from customers.models import Customer
 from tests.campaigns.factories import (
     EnrollmentFactory,
     SopFactory,
     SopStepFactory,
     SopVersionFactory,
     TouchpointFactory,
+    current_version,
     sop_with_steps,
 )
 from tests.conftest import World
@@ -62,7 +64,7 @@ def test_preview_of_a_draft_defers_quiet_hours_and_finds_collisions_and_quota(
     other = sop_with_steps(steps=1)
     TouchpointFactory(
         enrollment=EnrollmentFactory(version=other.current_version, customer=world.customer_a),
-        step=other.current_version.steps.first(),
+        step=current_version(other).steps.first(),
         due_at=datetime(2026, 6, 2, 15, 0, tzinfo=TZ),
     )
     preview = sop_preview(sop_or_version=sop, now=NOW, window_days=7, user=operator_user)
@@ -119,7 +121,9 @@ def test_event_triggers_replay_the_last_days_and_honour_the_audience(
     SopStepFactory(version=v, position=0, offset_days=0, offset_minutes=30)
     sop.current_version = v
     sop.save(update_fields=["current_version"])
-    recent_a = CustomerFactory(store=world.store_a, acquired_at=NOW - timedelta(days=2))
+    recent_a = cast(
+        Customer, CustomerFactory(store=world.store_a, acquired_at=NOW - timedelta(days=2))
+    )
     CustomerFactory(store=world.store_b, acquired_at=NOW - timedelta(days=2))  # not audience
     CustomerFactory(store=world.store_a, acquired_at=NOW - timedelta(days=20))  # too old
     preview = sop_preview(sop_or_version=v, now=NOW, window_days=7, user=operator_user)

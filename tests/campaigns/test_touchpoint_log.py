@@ -4,13 +4,18 @@ the to-do list's contents and order, and done/snooze."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.utils import timezone
 
 from campaigns.models import SkipReason, Touchpoint, TouchpointKind, TouchpointStatus
-from tests.campaigns.factories import EnrollmentFactory, TouchpointFactory, sop_with_steps
+from tests.campaigns.factories import (
+    EnrollmentFactory,
+    TouchpointFactory,
+    current_version,
+    sop_with_steps,
+)
 from tests.conftest import World, api_client_for
 
 pytestmark = pytest.mark.django_db
@@ -18,11 +23,14 @@ pytestmark = pytest.mark.django_db
 
 def touchpoint(world_customer: Any, sop: Any = None, **kwargs: Any) -> Touchpoint:
     sop = sop or sop_with_steps(steps=1)
-    version = sop.current_version
-    return TouchpointFactory(
-        enrollment=EnrollmentFactory(version=version, customer=world_customer),
-        step=version.steps.first(),
-        **kwargs,
+    version = current_version(sop)
+    return cast(
+        Touchpoint,
+        TouchpointFactory(
+            enrollment=EnrollmentFactory(version=version, customer=world_customer),
+            step=version.steps.first(),
+            **kwargs,
+        ),
     )
 
 
