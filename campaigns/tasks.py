@@ -20,6 +20,9 @@ from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 
+from campaigns.services.confirm import message_tasks_poll
+from campaigns.services.dispatch import dispatch_until_idle, message_tasks_reconcile
+from campaigns.services.enrollment import triggers_scan
 from channels.wecom.errors import TRANSIENT_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -43,8 +46,6 @@ def slot_key(slot: int) -> str:
 def dispatch_tick() -> int:
     """Beat, every SOP_TICK_SECONDS: reconcile stale WeCom calls, then enqueue one
     dispatch per free slot. Returns how many were enqueued."""
-    from campaigns.services.dispatch import message_tasks_reconcile
-
     try:
         message_tasks_reconcile(now=timezone.now())
     except Exception:  # the dispatch below must still run
@@ -61,8 +62,6 @@ def dispatch_tick() -> int:
 @shared_task(name="campaigns.dispatch", ignore_result=True)
 def dispatch(slot: int = 0, token: str | None = None) -> dict[str, Any]:
     """Dispatch due touchpoints for up to DISPATCH_BUDGET_SECONDS in ``slot``."""
-    from campaigns.services.dispatch import dispatch_until_idle
-
     key = slot_key(slot)
     if token is None:  # called directly, not by the tick: take the slot ourselves
         token = uuid.uuid4().hex
@@ -99,8 +98,6 @@ def dispatch(slot: int = 0, token: str | None = None) -> dict[str, Any]:
 )
 def poll_message_tasks() -> int:
     """Beat, every minute: WeCom's confirmations and send results of open tasks."""
-    from campaigns.services.confirm import message_tasks_poll
-
     return message_tasks_poll()
 
 
@@ -114,6 +111,4 @@ def poll_message_tasks() -> int:
 )
 def scan_triggers() -> int:
     """Beat, hourly: date-field and repurchase-due triggers (idempotent)."""
-    from campaigns.services.enrollment import triggers_scan
-
     return triggers_scan(now=timezone.now())

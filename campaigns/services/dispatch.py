@@ -57,6 +57,8 @@ from campaigns.models import (
 )
 from campaigns.services import _claim
 from campaigns.services._claim import ClaimedRow
+from campaigns.services.content import content_render, content_uses_customer_values
+from campaigns.services.enrollment import enrollments_complete, enrollments_exit_due
 from campaigns.services.quota import quota_consume, quota_refund
 from channels.wecom.errors import WeComError, WeComRateLimited
 from customers.models import Customer, CustomerStatus, Follow, Staff, Store
@@ -185,10 +187,6 @@ def _exits(rows: list[ClaimedRow], now: datetime) -> dict[int, str]:
         .exclude(status=EnrollmentStatus.ACTIVE)
         .values_list("id", "exit_reason")
     )
-    try:
-        from campaigns.services.enrollment import enrollments_exit_due
-    except ImportError:  # the engine's module is not there: lost customers still exit
-        return exited
     exited.update(enrollments_exit_due(enrollment_ids=enrollment_ids - set(exited), now=now))
     return exited
 
@@ -224,15 +222,11 @@ def _cap_counts(
 
 
 def _render(content: Content, values: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:
-    from campaigns.services.content import content_render
-
     rendered = content_render(content=content, values=values)
     return rendered.text, list(rendered.attachments)
 
 
 def _uses_customer_values(content: Content) -> bool:
-    from campaigns.services.content import content_uses_customer_values
-
     return content_uses_customer_values(content)
 
 
@@ -253,6 +247,7 @@ def dispatch_batch(
     result.timings["claim"] += time.perf_counter() - started
     if rows:
         _process(rows, token=token, now=now, result=result)
+        enrollments_complete(enrollment_ids={r.enrollment_id for r in rows})
         logger.info(
             "batch %s: %s claimed, %s created in %s tasks, skipped %s; %s",
             token, len(rows), result.created, result.tasks, dict(result.skipped),

@@ -43,6 +43,7 @@ from campaigns.models import (
     TriggerKind,
 )
 from campaigns.selectors.audience import audience_qs
+from campaigns.services.campaigns import campaign_assign
 from campaigns.services.schedule import corp_tz, quiet_hours_end, step_due_at
 from customers.models import Customer, CustomerStatus, CustomerTag, Order, OrderStatus
 from funnel.models import Milestones, StageChange
@@ -384,9 +385,6 @@ def _enroll_chunk(
         return result
     held_out: set[int] = set()
     if sop.campaign_id is not None:
-        # Imported here: the campaigns module is the levers' and imports nothing of ours.
-        from campaigns.services.campaigns import campaign_assign
-
         assert sop.campaign is not None
         held_out = campaign_assign(
             campaign=sop.campaign, customer_ids={row[0] for row in wanted}, at=now
@@ -536,6 +534,25 @@ def enrollments_exit(*, enrollment_ids: Iterable[int], reason: str, now: datetim
             status=TouchpointStatus.SKIPPED, skip_reason=SkipReason.EXITED, updated_at=now
         )
     return exited
+
+
+def enrollments_complete(*, enrollment_ids: Iterable[int]) -> int:
+    """Mark active enrolments completed once no step is left to dispatch (none pending or
+    claimed): they are no longer "in flight" for a new version's policy or the SOP's
+    counts. Awaiting a staff member's confirmation or a to-do does not keep one open."""
+    ids = list(enrollment_ids)
+    completed = 0
+    for chunk in chunks(ids, ENROLL_CHUNK):
+        open_steps = Touchpoint.objects.filter(
+            enrollment_id=OuterRef("pk"),
+            status__in=[TouchpointStatus.PENDING, TouchpointStatus.CLAIMED],
+        )
+        completed += (
+            Enrollment.objects.filter(id__in=chunk, status=EnrollmentStatus.ACTIVE)
+            .exclude(Exists(open_steps))
+            .update(status=EnrollmentStatus.COMPLETED)
+        )
+    return completed
 
 
 def enrollments_exit_due(*, enrollment_ids: Iterable[int], now: datetime) -> dict[int, str]:

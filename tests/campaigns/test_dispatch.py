@@ -16,6 +16,7 @@ from django.utils import timezone
 from campaigns.models import (
     Content,
     Enrollment,
+    EnrollmentStatus,
     MessageTask,
     MessageTaskStatus,
     QuietAction,
@@ -475,6 +476,29 @@ def test_a_todo_gets_the_instruction_and_rendered_text_and_a_tag_is_added(wecom)
     assert tag.status == TouchpointStatus.DONE
     assert CustomerTag.objects.filter(customer=customers[1], tag=tag_step.tag).exists()
     assert wecom.state.templates == {}
+
+
+def test_an_enrolment_completes_when_its_last_step_is_dispatched(wecom) -> None:
+    ((_staff, customers),) = corp(wecom, customers=2).items()
+    sop, first = active_sop(content=ContentFactory(text="day 0"))
+    later = SopStepFactory(version=first.version, position=1, content=ContentFactory())
+    (now_tp,) = due(customers[:1], first)
+    Touchpoint.objects.create(
+        enrollment=now_tp.enrollment,
+        step=later,
+        sop=sop,
+        customer=customers[0],
+        kind=TouchpointKind.WECOM_MESSAGE,
+        due_at=timezone.now() + timedelta(days=3),
+    )
+    (single,) = due(customers[1:], first)
+
+    dispatch_batch(worker="t")
+
+    now_tp.enrollment.refresh_from_db()
+    single.enrollment.refresh_from_db()
+    assert now_tp.enrollment.status == EnrollmentStatus.ACTIVE  # day 3 is still ahead
+    assert single.enrollment.status == EnrollmentStatus.COMPLETED
 
 
 # --- WeCom errors ----------------------------------------------------------------------

@@ -75,14 +75,25 @@ def test_poll_message_tasks_records_confirmations(wecom) -> None:
     assert set(Touchpoint.objects.values_list("status", flat=True)) == {TouchpointStatus.SENT}
 
 
-def test_scan_triggers_runs_the_engine_scan(wecom, monkeypatch) -> None:
-    calls: list[Any] = []
-    import campaigns.services.enrollment as enrollment
+def test_scan_triggers_enrols_todays_birthdays(db) -> None:
+    from django.utils import timezone
 
-    def scan(*, now: Any) -> int:
-        calls.append(now)
-        return 3
+    from campaigns.models import Enrollment, TriggerKind
+    from campaigns.services.schedule import corp_tz
+    from tests.campaigns.factories import sop_with_steps
+    from tests.factories import CustomerFactory
 
-    monkeypatch.setattr(enrollment, "triggers_scan", scan)
-    assert tasks.scan_triggers.apply().get() == 3
-    assert len(calls) == 1
+    today = timezone.now().astimezone(corp_tz()).date()
+    sop = sop_with_steps(
+        trigger_kind=TriggerKind.DATE_FIELD,
+        trigger_config={"field": "birthday", "days_before": 0},
+    )
+    # Feb 29 birthdays are celebrated on Feb 28 in other years: avoid that edge here.
+    born = today.replace(year=1992) if (today.month, today.day) != (2, 29) else today
+    celebrated = CustomerFactory(birthday=born)
+    CustomerFactory(birthday=None)
+    assert tasks.scan_triggers.apply().get() == 1
+    assert list(Enrollment.objects.filter(sop=sop).values_list("customer_id", flat=True)) == [
+        celebrated.pk
+    ]
+    assert tasks.scan_triggers.apply().get() == 0  # idempotent: same trigger occurrence
