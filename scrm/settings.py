@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "channels",
     "funnel",
     "campaigns",
+    "mobile",
 ]
 
 MIDDLEWARE = [

@@ -14,5 +14,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("wecom/", include("channels.callback_urls")),
+    # Store staff's phone pages and the WeCom chat sidebar.
+    path("m/", include("mobile.urls")),
     path("", include("scrm.dashboard_urls")),
 ]
