@@ -38,7 +38,7 @@ from scrm.dashboard import (
     parse_page_number,
     vary_on_htmx,
 )
-from scrm.roles import Role, role_of
+from scrm.roles import masks_phones
 
 PAGE_SIZE = 50
 DETAIL_ROWS = 50
@@ -56,12 +56,6 @@ ADVANCED_FILTERS = (
 )
 #: Columns whose header toggles the sort.
 SORTABLE_COLUMNS = ("name", "acquired_at")
-
-
-def _masks_phones(user: Any) -> bool:
-    # Managers and operators work with numbers (call-backs, imports); clerks only
-    # need to recognise a customer, so they see the masked form.
-    return role_of(user) == Role.STAFF
 
 
 def _total_order(qs: QuerySet[Customer]) -> QuerySet[Customer]:
@@ -96,7 +90,7 @@ def customer_list(request: HttpRequest) -> HttpResponse:
     context = {
         "filter": filterset,
         "page": page,
-        "mask_phones": _masks_phones(request.user),
+        "mask_phones": masks_phones(request.user),
         "sort_choices": SORT_CHOICES,
         "current_sort": current_sort,
         "next_sorts": _next_sorts(current_sort),
@@ -154,7 +148,7 @@ def _render_detail(
         "tag_links": list(customer.tag_links.all()),
         "orders": orders,
         "orders_truncated": len(orders) >= DETAIL_ROWS,
-        "mask_phones": _masks_phones(request.user),
+        "mask_phones": masks_phones(request.user),
     }
     return render(request, "customers/detail.html", context, status=status)
 

@@ -57,3 +57,14 @@ def _has_staff(user: Any) -> bool:
 
 def sees_everything(user: Any) -> bool:
     return role_of(user) in (Role.OPERATOR, Role.INTEGRATION)
+
+
+def masks_phones(user: Any) -> bool:
+    """Whether pages show this user customers' phone numbers masked.
+
+    Managers and operators work with numbers (call-backs, imports); clerks only need to
+    recognise a customer, so they see the masked form unless the brand lets them see
+    numbers (``STAFF_SEES_PHONES``)."""
+    from django.conf import settings
+
+    return role_of(user) == Role.STAFF and not settings.STAFF_SEES_PHONES

@@ -315,6 +315,8 @@ if not WECOM_API_BASE.endswith("/"):
 WECOM_CORP_ID = os.environ.get("WECOM_CORP_ID", "wwdemocorp0000001")
 WECOM_SECRET = os.environ.get("WECOM_SECRET", "demo-contact-secret-0000000000000000000000")
 WECOM_TOKEN = os.environ.get("WECOM_TOKEN", "demotoken")
+# The agent (self-built app) whose id the JS-SDK's agentConfig needs in the chat sidebar.
+WECOM_AGENT_ID = os.environ.get("WECOM_AGENT_ID", "1000002").strip()
 WECOM_AES_KEY = os.environ.get("WECOM_AES_KEY", "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C")
 # Client-side limits per API path (WECOM.md §1.14: 10,000/min and 150,000/h per corp,
 # at most 5 concurrent calls on some APIs), and the HTTP timeout in seconds.
@@ -357,6 +359,9 @@ if set(FUNNEL_ACTIVATION_KINDS) & set(FUNNEL_SYSTEM_KINDS):
         "FUNNEL_ACTIVATION_KINDS and FUNNEL_SYSTEM_KINDS must not share a kind: "
         f"{sorted(set(FUNNEL_ACTIVATION_KINDS) & set(FUNNEL_SYSTEM_KINDS))}."
     )
+
+# Store staff see customers' phone numbers in full (otherwise masked, like 138****0001).
+STAFF_SEES_PHONES = env_bool("STAFF_SEES_PHONES", False)
 
 # --- SOPs and campaigns (README "SOPs and campaigns") ------------------------------------
 # The dispatcher's beat tick: due touchpoints are claimed at most this long after due_at.
