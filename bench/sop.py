@@ -400,7 +400,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--name-share", type=float, default=0.01)
     parser.add_argument("--batch", type=int, default=20000, help="SOP_DISPATCH_BATCH")
-    parser.add_argument("--tick", type=int, default=2, help="SOP_TICK_SECONDS (at most 5)")
+    parser.add_argument(
+        "--tick", type=int, default=5, help="SOP_TICK_SECONDS (at most 5; the production default)"
+    )
     parser.add_argument(
         "--timeout", type=float, default=300, help="seconds per phase after its last due time"
     )
