@@ -33,36 +33,15 @@ from functools import partial
 from io import StringIO
 from typing import Any
 
+from bench.common import check_database_url, load_average, log
 from bench.funnel_seed import ANCHOR, LIVE_KINDS, SeedSize, seed
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/scrm_bench_funnel"
-_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
 _MARKER = "bench_funnel_seed"
 
 
-def log(line: str) -> None:
-    print(line, flush=True)
-
-
-def _load() -> str:
-    """The 1-minute load average, to print next to every figure."""
-    try:
-        return f"load {os.getloadavg()[0]:.2f}"
-    except OSError:
-        return "load ?"
-
-
 def _check_url(url: str) -> dict[str, Any]:
-    import dj_database_url
-
-    cfg: dict[str, Any] = dict(dj_database_url.parse(url))
-    if "postgresql" not in cfg["ENGINE"]:
-        sys.exit(f"bench.funnel needs PostgreSQL, not {cfg['ENGINE']} ({url}).")
-    if (cfg.get("HOST") or "") not in _LOCAL_HOSTS:
-        sys.exit(f"bench.funnel only talks to a database on this machine, not {cfg['HOST']}.")
-    if not str(cfg["NAME"]).startswith("scrm_bench"):
-        sys.exit(f"bench.funnel empties its database: its name must start with scrm_bench ({url}).")
-    return cfg
+    return check_database_url(url, bench="bench.funnel")
 
 
 def _connect(cfg: dict[str, Any], dbname: str) -> Any:
@@ -278,15 +257,15 @@ def _rebuild(results: dict[str, Any]) -> None:
         t = time.perf_counter()
         call_command("rebuild_funnel", reset=True, stdout=out)
         seconds = time.perf_counter() - t
-        results[f"rebuild {label}"] = (seconds, _load())
-        log(f"  rebuild_funnel --reset ({label}): {seconds:.1f}s [{_load()}]")
+        results[f"rebuild {label}"] = (seconds, load_average())
+        log(f"  rebuild_funnel --reset ({label}): {seconds:.1f}s [{load_average()}]")
         log(f"    {out.getvalue().strip()}")
     t = time.perf_counter()
     result = milestones_refresh()
     seconds = time.perf_counter() - t
-    results["refresh unchanged"] = (seconds, _load())
+    results["refresh unchanged"] = (seconds, load_average())
     log(
-        f"  milestones_refresh() of everyone, nothing changed: {seconds:.1f}s [{_load()}], "
+        f"  milestones_refresh() of everyone, nothing changed: {seconds:.1f}s [{load_average()}], "
         f"{result.changed} rows written, {result.stage_changes} stage changes"
     )
     assert result.changed == 0 and result.stage_changes == 0, result
@@ -307,10 +286,10 @@ def _reports(runs: int, results: dict[str, Any], tag: str = "") -> None:
         p50, p95, report = _time_runs(
             partial(selectors.funnel_report, user=user, filters=filters), runs
         )
-        results[f"funnel {label}{tag}"] = (p50, p95, _load())
+        results[f"funnel {label}{tag}"] = (p50, p95, load_average())
         log(
             f"    {label:<22} p50 {p50:7.1f}  p95 {p95:7.1f}  "
-            f"acquired {report['stages'][0]['count']:>9,} [{_load()}]"
+            f"acquired {report['stages'][0]['count']:>9,} [{load_average()}]"
         )
     year = _filter_sets()[1][1]
     others: list[tuple[str, Callable[[], Any]]] = []
@@ -338,10 +317,10 @@ def _reports(runs: int, results: dict[str, Any], tag: str = "") -> None:
         except TypeError as exc:  # a signature this bench does not know yet
             log(f"    {label}: not timed ({exc})")
             continue
-        results[f"{label}{tag}"] = (p50, p95, _load())
+        results[f"{label}{tag}"] = (p50, p95, load_average())
         log(
             f"    {label:<22} p50 {p50:7.1f}  p95 {p95:7.1f}  (all, 1 year, "
-            f"{min(runs, 5)} warm runs) [{_load()}]"
+            f"{min(runs, 5)} warm runs) [{load_average()}]"
         )
 
 
@@ -361,10 +340,10 @@ def _raw(results: dict[str, Any], only: list[str] | None = None) -> bool:
         ms = (time.perf_counter() - t) * 1000
         equal = raw == ours
         same &= equal
-        results[f"raw {label}"] = (raw_ms, ms, _load())
+        results[f"raw {label}"] = (raw_ms, ms, load_average())
         log(
             f"    {label:<22} raw {raw_ms:8.0f} ms vs milestones {ms:6.1f} ms "
-            f"(x{raw_ms / ms:,.0f}) [{_load()}]  {'same' if equal else 'DIFFERENT'}\n"
+            f"(x{raw_ms / ms:,.0f}) [{load_average()}]  {'same' if equal else 'DIFFERENT'}\n"
             f"      raw        {_fmt_counts(raw)}\n      milestones {_fmt_counts(ours)}"
         )
     return same
@@ -420,11 +399,11 @@ def _ingest(total: int, batches: list[int], customers: int, results: dict[str, A
                 cur.execute("SELECT COUNT(*) FROM funnel_stagechange")
                 changes = cur.fetchone()[0] - changes_before
             rate = len(inputs) / seconds
-            results[f"ingest {batch}"] = (rate, seconds, refresh_seconds[0], _load())
+            results[f"ingest {batch}"] = (rate, seconds, refresh_seconds[0], load_average())
             log(
                 f"  activities_record, {len(inputs):,} new activities in batches of {batch:,}: "
                 f"{seconds:.1f}s, {rate:,.0f} activities/s (milestone refresh "
-                f"{refresh_seconds[0]:.1f}s of it; {changes:,} stage changes) [{_load()}]"
+                f"{refresh_seconds[0]:.1f}s of it; {changes:,} stage changes) [{load_average()}]"
             )
     finally:
         funnel.receivers.milestones_refresh = original
@@ -444,7 +423,7 @@ def _seed(size: SeedSize, last: int | None, results: dict[str, Any]) -> int:
         log(f"  reusing the seed already in the database ({size})")
         return last
     seconds = seed(connection, size, log)
-    results["seed"] = (seconds, _load())
+    results["seed"] = (seconds, load_average())
     with connection.cursor() as cur:
         cur.execute("SELECT MAX(id) FROM customers_activity")
         last = int(cur.fetchone()[0] or 0)
@@ -461,7 +440,10 @@ def _seed(size: SeedSize, last: int | None, results: dict[str, Any]) -> int:
             "pg_size_pretty(pg_database_size(current_database()))"
         )
         activity_size, db_size = cur.fetchone()
-    log(f"  seeded in {seconds:.0f}s [{_load()}]: activities {activity_size}, database {db_size}")
+    log(
+        f"  seeded in {seconds:.0f}s [{load_average()}]: "
+        f"activities {activity_size}, database {db_size}"
+    )
     return last
 
 
@@ -508,7 +490,7 @@ def main() -> None:
         cur.execute("SELECT version(), current_setting('shared_buffers'), current_setting('jit')")
         version, buffers, jit = cur.fetchone()
     log(f"== bench-funnel: {size} on {version.split(' on ')[0]}")
-    log(f"   shared_buffers {buffers}, jit {jit}, {os.cpu_count()} CPUs, {_load()}")
+    log(f"   shared_buffers {buffers}, jit {jit}, {os.cpu_count()} CPUs, {load_average()}")
     results: dict[str, Any] = {}
     started = time.perf_counter()
     last = _seed(size, last, results)
@@ -542,7 +524,7 @@ def main() -> None:
         with connection.cursor() as cur:
             cur.execute("DELETE FROM customers_activity WHERE id > %s", [last])
         milestones_refresh(customer_ids=touched)
-    log(f"\n== done in {time.perf_counter() - started:.0f}s [{_load()}]")
+    log(f"\n== done in {time.perf_counter() - started:.0f}s [{load_average()}]")
     if not same:
         sys.exit("bench-funnel: the milestones and the raw tables DISAGREE (see above)")
 

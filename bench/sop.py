@@ -41,34 +41,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bench.common import LOCAL_HOSTS, check_database_url, load_average, log
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/scrm_bench_sop"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
-_LOCAL_HOSTS = {"", "127.0.0.1", "localhost", "::1"}
-
-
-def log(line: str) -> None:
-    print(line, flush=True)
-
-
-def _load() -> str:
-    try:
-        return f"load {os.getloadavg()[0]:.2f}"
-    except OSError:
-        return "load ?"
 
 
 def _check_url(url: str) -> dict[str, Any]:
-    import dj_database_url
-
-    cfg: dict[str, Any] = dict(dj_database_url.parse(url))
-    if "postgresql" not in cfg["ENGINE"]:
-        sys.exit(f"bench.sop needs PostgreSQL, not {cfg['ENGINE']} ({url}).")
-    if (cfg.get("HOST") or "") not in _LOCAL_HOSTS:
-        sys.exit(f"bench.sop only talks to a database on this machine, not {cfg['HOST']}.")
-    if not str(cfg["NAME"]).startswith("scrm_bench"):
-        sys.exit(f"bench.sop drops its database: its name must start with scrm_bench ({url}).")
-    return cfg
+    return check_database_url(url, bench="bench.sop")
 
 
 def _fresh_database(cfg: dict[str, Any]) -> None:
@@ -415,7 +396,7 @@ def main() -> None:
     url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB)
     redis_url = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS)
     cfg = _check_url(url)
-    if (urlsplit(redis_url).hostname or "") not in _LOCAL_HOSTS:
+    if (urlsplit(redis_url).hostname or "") not in LOCAL_HOSTS:
         sys.exit(f"bench.sop only talks to a Redis on this machine, not {redis_url}.")
     _fresh_database(cfg)
     settings_env = {
@@ -447,7 +428,7 @@ def main() -> None:
     log(
         f"== bench-sop ({args.phase}): {due} burst, {steady} steady over {args.spread:g}s, "
         f"{args.future} future touchpoints, {args.staff} staff, {args.workers} workers, "
-        f"batch {args.batch}, tick {args.tick}s, {os.cpu_count()} CPUs, {_load()}"
+        f"batch {args.batch}, tick {args.tick}s, {os.cpu_count()} CPUs, {load_average()}"
     )
 
     sim = Simulator(
@@ -460,7 +441,7 @@ def main() -> None:
         aes_key=settings.WECOM_AES_KEY,
     )
     sim.start()
-    if (urlsplit(sim.api_base).hostname or "") not in _LOCAL_HOSTS:
+    if (urlsplit(sim.api_base).hostname or "") not in LOCAL_HOSTS:
         sys.exit(f"bench.sop: the simulator listens on {sim.api_base}, not 127.0.0.1")
     os.environ["WECOM_API_BASE"] = sim.api_base
     settings.WECOM_API_BASE = sim.api_base
@@ -505,7 +486,7 @@ def main() -> None:
                     "interval '3 seconds' WHERE sop_id = ANY(%s)",
                     [seeded["burst_sops"]],
                 )
-            log(f"   burst: {seeded['due']:,} due now ({_load()})")
+            log(f"   burst: {seeded['due']:,} due now ({load_average()})")
             loops["burst"] = _drive(
                 seeded["burst_sops"],
                 until=time.time(),
@@ -517,7 +498,7 @@ def main() -> None:
             log(
                 f"   steady: {seeded['steady']:,} due from {STEADY_LEAD_SECONDS:g}s to "
                 f"{STEADY_LEAD_SECONDS + args.spread:g}s from now "
-                f"({seeded['steady'] / args.spread:,.0f}/s, {_load()})"
+                f"({seeded['steady'] / args.spread:,.0f}/s, {load_average()})"
             )
             loops["steady"] = _drive(
                 seeded["steady_sops"],
@@ -764,7 +745,7 @@ def _report(
             "worker RSS idle -> peak (MB)",
             ", ".join(f"{idle[p] / 1024:.0f} -> {peak[p] / 1024:.0f}" for p in peak),
         ),
-        ("load after", _load()),
+        ("load after", load_average()),
     ):
         log(f"  {k.ljust(width)}  {value}")
     if not any(f["created"] for f in figures.values()):

@@ -35,6 +35,7 @@ from campaigns.models import (
 )
 from campaigns.selectors.preview import PREVIEW_MAX_DAYS, SopPreview, sop_preview
 from campaigns.selectors.touchpoints import (
+    SOP_VERSION_FIELDS,
     sop_get_for_user,
     sop_in_flight_counts,
     sop_list_qs,
@@ -69,20 +70,7 @@ class StepSerializer(serializers.ModelSerializer[SopStep]):
         read_only_fields = fields
 
 
-VERSION_FIELDS = [
-    "trigger_kind",
-    "trigger_config",
-    "audience",
-    "quiet_start",
-    "quiet_end",
-    "quiet_action",
-    "cap_count",
-    "cap_days",
-    "exit_on_purchase",
-    "exit_on_lost",
-    "exit_stage",
-    "in_flight",
-]
+VERSION_FIELDS = [*SOP_VERSION_FIELDS, "in_flight"]
 
 
 class VersionSerializer(serializers.ModelSerializer[SopVersion]):

@@ -220,6 +220,52 @@ def wecom(wecom_simulator: Simulator, settings: Any) -> Simulator:
     return wecom_simulator
 
 
+def start_worker(
+    *,
+    queue: str,
+    database_url: str,
+    var_dir: str,
+    env: dict[str, str],
+    extra_args: tuple[str, ...] = (),
+) -> Worker:
+    """Start a real worker process on ``database_url`` consuming ``queue`` (not yet ready:
+    call ``wait_ready``). ``env`` adds to the services' variables (WeCom, settings)."""
+    redis_url = _redis_url()
+    full_env = {
+        **os.environ,
+        "DEBUG": "1",
+        "DATABASE_URL": database_url,
+        "DATABASE_CONN_MAX_AGE": "0",
+        "REDIS_URL": redis_url,
+        "CELERY_BROKER_URL": redis_url,
+        "CELERY_RESULT_BACKEND": redis_url,
+        "SCRM_VAR_DIR": var_dir,
+        "PYTHONUNBUFFERED": "1",
+        **env,
+    }
+    argv = [
+        sys.executable, "-m", "celery", "-A", "scrm", "worker",
+        "--pool", "solo",
+        "--loglevel", "INFO",
+        "--queues", queue,
+        "--hostname", f"{queue}@%h",
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+        *extra_args,
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
+    return Worker(process, queue, redis_url)
+
+
 @pytest.fixture(scope="session")
 def celery_worker(
     _integration_services: None,
@@ -235,40 +281,13 @@ def celery_worker(
     """
     with django_db_blocker.unblock():
         database_url = _test_database_url()
-    redis_url = _redis_url()
     queue = f"scrm-it-{uuid.uuid4().hex[:12]}"
-    env = {
-        **os.environ,
-        "DEBUG": "1",
-        "DATABASE_URL": database_url,
-        "DATABASE_CONN_MAX_AGE": "0",
-        "REDIS_URL": redis_url,
-        "CELERY_BROKER_URL": redis_url,
-        "CELERY_RESULT_BACKEND": redis_url,
-        "SCRM_VAR_DIR": str(tmp_path_factory.mktemp("worker-var")),
-        "PYTHONUNBUFFERED": "1",
-        **wecom_env(wecom_simulator),
-    }
-    argv = [
-        sys.executable, "-m", "celery", "-A", "scrm", "worker",
-        "--pool", "solo",
-        "--loglevel", "INFO",
-        "--queues", queue,
-        "--hostname", f"{queue}@%h",
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        argv,
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        start_new_session=True,
+    worker = start_worker(
+        queue=queue,
+        database_url=database_url,
+        var_dir=str(tmp_path_factory.mktemp("worker-var")),
+        env=wecom_env(wecom_simulator),
     )
-    worker = Worker(process, queue, redis_url)
     # Tasks sent by this process go to the session's queue (routing reads this setting
     # at send time); restored afterwards so nothing else in the session is affected.
     previous_queue = celery_app.conf.task_default_queue

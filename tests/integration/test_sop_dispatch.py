@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,13 +39,12 @@ from channels.wecom.simulator import Simulator
 from customers.models import Customer, Follow, Staff, Store
 from tests.campaigns.factories import ContentFactory, SopFactory, SopStepFactory, SopVersionFactory
 from tests.integration.conftest import (
-    ROOT,
     WECOM_AES_KEY,
     WECOM_SECRET,
     WECOM_TOKEN,
     Worker,
-    _redis_url,
     _test_database_url,
+    start_worker,
     wecom_env,
 )
 
@@ -80,40 +77,13 @@ def sop_sim(_integration_services: None) -> Iterator[Simulator]:
 
 
 def _start_worker(queue: str, database_url: str, sim: Simulator, var_dir: str) -> Worker:
-    redis_url = _redis_url()
-    env = {
-        **os.environ,
-        "DEBUG": "1",
-        "DATABASE_URL": database_url,
-        "DATABASE_CONN_MAX_AGE": "0",
-        "REDIS_URL": redis_url,
-        "CELERY_BROKER_URL": redis_url,
-        "CELERY_RESULT_BACKEND": redis_url,
-        "SCRM_VAR_DIR": var_dir,
-        "PYTHONUNBUFFERED": "1",
-        **wecom_env(sim),
-        **WORKER_SETTINGS,
-    }
-    argv = [
-        sys.executable, "-m", "celery", "-A", "scrm", "worker",
-        "--pool", "solo", "--prefetch-multiplier", "1",
-        "--loglevel", "INFO",
-        "--queues", queue,
-        "--hostname", f"{queue}@%h",
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        argv,
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        start_new_session=True,
+    return start_worker(
+        queue=queue,
+        database_url=database_url,
+        var_dir=var_dir,
+        env={**wecom_env(sim), **WORKER_SETTINGS},
+        extra_args=("--prefetch-multiplier", "1"),
     )
-    return Worker(process, queue, redis_url)
 
 
 @pytest.fixture

@@ -1,0 +1,37 @@
+"""What every benchmark shares: printing, the load figure, and the guard on its database."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+#: A benchmark only ever talks to services on this machine.
+LOCAL_HOSTS = {"", "127.0.0.1", "localhost", "::1"}
+
+
+def log(line: str) -> None:
+    print(line, flush=True)
+
+
+def load_average() -> str:
+    """The 1-minute load average, to print next to every figure (2 cores: noise shows)."""
+    try:
+        return f"load {os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "load ?"
+
+
+def check_database_url(url: str, *, bench: str) -> dict[str, Any]:
+    """The parsed database settings, after refusing anything but a local PostgreSQL
+    database whose name says it may be dropped (``scrm_bench*``)."""
+    import dj_database_url
+
+    cfg: dict[str, Any] = dict(dj_database_url.parse(url))
+    if "postgresql" not in cfg["ENGINE"]:
+        sys.exit(f"{bench} needs PostgreSQL, not {cfg['ENGINE']} ({url}).")
+    if (cfg.get("HOST") or "") not in LOCAL_HOSTS:
+        sys.exit(f"{bench} only talks to a database on this machine, not {cfg['HOST']}.")
+    if not str(cfg["NAME"]).startswith("scrm_bench"):
+        sys.exit(f"{bench} drops its database: its name must start with scrm_bench ({url}).")
+    return cfg
