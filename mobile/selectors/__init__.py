@@ -1,1 +1,1 @@
-"""Mobile-specific reads (one module per area); the rules of who sees what stay in the apps' selectors."""
+"""Mobile-specific reads, one module per area (who sees what stays in the apps' selectors)."""
