@@ -1,0 +1,102 @@
+"""The WeCom chat sidebar (/m/sidebar/): the customer card of the contact being chatted
+with.
+
+WeCom opens the page in its webview beside a chat. The page signs ``wx.agentConfig``
+for its own URL (server side, with the app's jsapi ticket); its script then asks the
+client for the current contact (``getCurExternalContact``) and goes to
+/m/sidebar/contact/<external_userid>/, which resolves the customer among those the user
+may see and redirects to the mobile customer card.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import NoReverseMatch, reverse
+from django.utils.http import urlencode
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_GET
+
+from channels.wecom.errors import WeComError
+from channels.wecom.jsapi import agent_config_signature
+from customers.selectors import customer_visible_qs
+from scrm.dashboard import DASHBOARD_ROLES
+from scrm.roles import role_of
+
+logger = logging.getLogger(__name__)
+
+ViewFunc = Callable[..., HttpResponse]
+
+
+def _path(name: str, fallback: str, *args: Any) -> str:
+    # The login and card pages are other areas' (mobile/urls_core.py, urls_customers.py);
+    # their documented paths stand in while a name is missing.
+    try:
+        return reverse(name, args=args)
+    except NoReverseMatch:
+        return fallback
+
+
+def sidebar_view(view: ViewFunc) -> ViewFunc:
+    """Signed-in staff, managers and operators only. Anyone else signs in through WeCom
+    OAuth (/m/login/wecom/?next=...): inside the WeCom client that is silent, no
+    password typed in a sidebar."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            login = _path("m:login_wecom", "/m/login/wecom/")
+            return redirect_to_login(request.get_full_path(), login_url=login)
+        if role_of(request.user) not in DASHBOARD_ROLES:
+            raise PermissionDenied(_("Your account cannot use this page."))
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+@require_GET
+@sidebar_view
+def sidebar(request: HttpRequest) -> HttpResponse:
+    config: dict[str, Any] | None
+    try:
+        # The exact URL WeCom loaded (query included): the JS-SDK checks the signature
+        # against location.href without its fragment.
+        config = agent_config_signature(url=request.build_absolute_uri())
+    except WeComError:
+        # WeCom down or misconfigured: the page still explains itself instead of a 500.
+        logger.exception("could not sign the WeCom agentConfig for the sidebar")
+        config = None
+    contact_url = reverse("m:sidebar_contact", args=["__external_userid__"])
+    return render(
+        request,
+        "m/sidebar.html",
+        {
+            "agent_config": config,
+            "contact_url": contact_url,
+            "customers_url": _path("m:customers", "/m/customers/"),
+        },
+    )
+
+
+@require_GET
+@sidebar_view
+def sidebar_contact(request: HttpRequest, external_userid: str) -> HttpResponse:
+    # The access check is the visibility queryset: a contact the user may not see is
+    # answered exactly like an unknown one (404), so ids leak nothing.
+    pk = (
+        customer_visible_qs(request.user)
+        .filter(external_userid=external_userid)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if pk is None:
+        raise Http404("No such customer.")
+    card = _path("m:card", f"/m/customers/{pk}/", pk)
+    return HttpResponseRedirect(f"{card}?{urlencode({'sidebar': 1})}")
