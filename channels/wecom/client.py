@@ -353,6 +353,14 @@ class WeComClient:
     def send_welcome_msg(self, body: Mapping[str, Any]) -> None:
         self.post("externalcontact/send_welcome_msg", body)
 
+    # --- OAuth (web sign-in inside WeCom) -----------------------------------------------
+
+    def oauth_userinfo(self, code: str) -> dict[str, Any]:
+        """Who opened the page: ``{"userid": ...}`` for a member of the corp, or
+        ``{"openid": ..., "external_userid": ...}`` for anyone else. Codes are one-shot
+        and live 5 minutes; a used or expired one answers 40029."""
+        return self.get("auth/getuserinfo", {"code": code})
+
     # --- mass messages (WECOM.md §1.9) -------------------------------------------------
 
     def add_msg_template(self, body: Mapping[str, Any]) -> dict[str, Any]:
