@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Callable, Collection
 from functools import wraps
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib import messages
@@ -66,6 +66,26 @@ def safe_next(request: HttpRequest, raw: str | None) -> str | None:
     if not raw.startswith(mobile_root) or "\\" in raw or "/../" in raw or raw.startswith("//"):
         return None
     return raw
+
+
+OFFICIAL_API_HOST = "qyapi.weixin.qq.com"
+OFFICIAL_AUTHORIZE_URL = "https://open.weixin.qq.com/connect/oauth2/authorize"
+
+
+def oauth_authorize_url() -> str:
+    """WeCom's OAuth authorize page.
+
+    ``WECOM_OAUTH_AUTHORIZE_URL`` if set; else the official page when the API is the
+    official host; else the API host's own ``/connect/oauth2/authorize``, which is where
+    the WeCom simulator (demo, browser tests) serves its stand-in for the official page.
+    """
+    configured = getattr(settings, "WECOM_OAUTH_AUTHORIZE_URL", "")
+    if configured:
+        return str(configured)
+    api = urlsplit(settings.WECOM_API_BASE)
+    if api.hostname == OFFICIAL_API_HOST:
+        return OFFICIAL_AUTHORIZE_URL
+    return f"{api.scheme}://{api.netloc}/connect/oauth2/authorize"
 
 
 def login_url_with_next(request: HttpRequest, next_path: str) -> str:
@@ -159,9 +179,7 @@ def login_wecom_view(request: HttpRequest) -> HttpResponse:
             }
         )
         # WeCom requires its parameters in this order and the #wechat_redirect fragment.
-        return HttpResponseRedirect(
-            f"https://open.weixin.qq.com/connect/oauth2/authorize?{query}#wechat_redirect"
-        )
+        return HttpResponseRedirect(f"{oauth_authorize_url()}?{query}#wechat_redirect")
 
     expected = request.session.pop(OAUTH_STATE_KEY, None)
     next_path = request.session.pop(OAUTH_NEXT_KEY, None)
