@@ -10,7 +10,7 @@ export DEBUG ?= 1
 SERVICE_VARS := DATABASE_URL REDIS_URL CELERY_BROKER_URL CELERY_RESULT_BACKEND
 
 .PHONY: install install-browser run test test-sqlite test-services lint fmt migrate seed clean bench-sync \
-	bench-funnel bench-sop
+	bench-funnel bench-sop bench-mobile
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -86,6 +86,14 @@ bench-funnel: $(STAMP)
 BENCH_SOP_ARGS ?= --due 100000 --future 1000000
 bench-sop: $(STAMP)
 	env $(addprefix -u ,$(SERVICE_VARS)) $(BIN)/python -m bench.sop $(BENCH_SOP_ARGS)
+
+# Store-staff mobile pages (/m/): p50/p95/max server time and queries per page for a clerk
+# with 1,000 customers, rendered in-process 200 times each (target p95 <= 200 ms).
+# BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/scrm_bench_mobile) is
+# dropped and re-created; BENCH_REDIS_URL (optional) puts the cache in Redis.
+BENCH_MOBILE_ARGS ?= --customers 1000 --runs 200
+bench-mobile: $(STAMP)
+	env $(addprefix -u ,$(SERVICE_VARS)) $(BIN)/python -m bench.mobile $(BENCH_MOBILE_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
