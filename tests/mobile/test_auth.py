@@ -21,6 +21,12 @@ from tests.factories import UserFactory
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _english(settings: Any) -> None:
+    # Messages are asserted in English; the default language (zh-hans) would translate them.
+    settings.LANGUAGE_CODE = "en"
+
+
 def messages_of(response: Any) -> list[str]:
     return [str(m) for m in response.context["messages"]]
 
