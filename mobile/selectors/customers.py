@@ -13,7 +13,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from django.db.models import (
@@ -31,6 +30,7 @@ from django.utils import timezone
 from django.utils.translation import gettext
 
 from campaigns.models import Touchpoint, TouchpointStatus
+from campaigns.services.confirm import TOUCHPOINT_DONE
 from campaigns.services.levers import points_balance
 from channels.models import ChannelCode
 from customers.models import (
@@ -290,13 +290,21 @@ class TimelineEntry:
     summary: str
 
 
+def _kind_label(kind: str, labels: Mapping[str, Any]) -> str:
+    if kind in labels:
+        return str(labels[kind])
+    if kind == TOUCHPOINT_DONE:
+        return gettext("To-do done")
+    # Integrations may record kinds we do not know: readable, as they came.
+    return kind.replace("_", " ").strip().capitalize() or kind
+
+
 def timeline_entries(activities: Iterable[Activity]) -> list[TimelineEntry]:
     labels = dict(ActivityKind.choices)
     return [
         TimelineEntry(
             activity=activity,
-            # Integrations may record kinds we do not know: show them as they came.
-            label=str(labels.get(activity.kind, activity.kind)),
+            label=_kind_label(activity.kind, labels),
             summary=_payload_summary(activity.payload),
         )
         for activity in activities
@@ -377,7 +385,3 @@ def stage_label(stage: int) -> str:
         return str(Stage(stage).label)
     except ValueError:
         return gettext("Unknown")
-
-
-def money(value: Decimal | None) -> str:
-    return "" if value is None else f"{value:,.2f}"

@@ -152,6 +152,18 @@ def test_timeline_more_returns_the_section_for_htmx_and_the_card_otherwise(
     assert full.templates[0].name == "m/card.html" and len(full.context["timeline"]) == 40
 
 
+def test_timeline_labels_unknown_kinds_readably(world: World, clerk: Client) -> None:
+    ActivityFactory(customer=world.customer_a, kind="mall_cart_abandoned")
+    response = clerk.get(card_url(world.customer_a))
+    assert [e.label for e in response.context["timeline"]] == ["Mall cart abandoned"]
+
+
+def test_card_in_the_wecom_sidebar_has_no_tab_bar(world: World, clerk: Client) -> None:
+    assert 'class="m-tabbar"' in clerk.get(card_url(world.customer_a)).content.decode()
+    html = clerk.get(card_url(world.customer_a), {"sidebar": "1"}).content.decode()
+    assert 'class="m-tabbar"' not in html and "m-no-tabbar" in html
+
+
 # --- Tags ------------------------------------------------------------------------------
 
 
