@@ -430,6 +430,7 @@ class ActivityKind(models.TextChoices):
     TAG_ADDED = "tag_added", _("Tag added")
     TAG_REMOVED = "tag_removed", _("Tag removed")
     TOUCHPOINT_SENT = "touchpoint_sent", _("Touchpoint sent")
+    TOUCHPOINT_DONE = "touchpoint_done", _("To-do done by the staff member")
     WELCOME_SENT = "welcome_sent", _("Welcome message sent")
     REFERRED = "referred", _("Referred a customer")
 

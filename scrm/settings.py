@@ -340,6 +340,7 @@ FUNNEL_SYSTEM_KINDS = env_list(
     "FUNNEL_SYSTEM_KINDS",
     [
         "touchpoint_sent",
+        "touchpoint_done",
         "contact_added",
         "contact_deleted",
         "welcome_sent",

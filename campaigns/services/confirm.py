@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 #: Tasks checked per poll (oldest check first), so one run stays short.
 POLL_LIMIT = 200
 SNOOZE_MAX_DAYS = 7
-TOUCHPOINT_DONE = "touchpoint_done"
+TOUCHPOINT_DONE = ActivityKind.TOUCHPOINT_DONE
 
 
 def _pages(fetch: Any, key: str) -> list[dict[str, Any]]:

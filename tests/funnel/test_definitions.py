@@ -130,7 +130,15 @@ def test_retention_needs_engagement_at_least_seven_days_after_acquisition() -> N
 
 
 @pytest.mark.parametrize(
-    "kind", ["touchpoint_sent", "contact_added", "contact_deleted", "welcome_sent", "note_added"]
+    "kind",
+    [
+        "touchpoint_sent",
+        "touchpoint_done",
+        "contact_added",
+        "contact_deleted",
+        "welcome_sent",
+        "note_added",
+    ],
 )
 def test_system_kinds_are_never_engagement(operator: Any, kind: str) -> None:
     acquired = local(2026, 3, 2, 10)
