@@ -315,6 +315,9 @@ if not WECOM_API_BASE.endswith("/"):
 WECOM_CORP_ID = os.environ.get("WECOM_CORP_ID", "wwdemocorp0000001")
 WECOM_SECRET = os.environ.get("WECOM_SECRET", "demo-contact-secret-0000000000000000000000")
 WECOM_TOKEN = os.environ.get("WECOM_TOKEN", "demotoken")
+# WeCom's OAuth authorize page for staff sign-in on the mobile pages; empty: the official
+# page with the official API host, else the API host's own (the simulator serves one).
+WECOM_OAUTH_AUTHORIZE_URL = os.environ.get("WECOM_OAUTH_AUTHORIZE_URL", "").strip()
 # The agent (self-built app) whose id the JS-SDK's agentConfig needs in the chat sidebar.
 WECOM_AGENT_ID = os.environ.get("WECOM_AGENT_ID", "1000002").strip()
 WECOM_AES_KEY = os.environ.get("WECOM_AES_KEY", "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C")

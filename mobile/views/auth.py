@@ -79,9 +79,8 @@ def oauth_authorize_url() -> str:
     official host; else the API host's own ``/connect/oauth2/authorize``, which is where
     the WeCom simulator (demo, browser tests) serves its stand-in for the official page.
     """
-    configured = getattr(settings, "WECOM_OAUTH_AUTHORIZE_URL", "")
-    if configured:
-        return str(configured)
+    if settings.WECOM_OAUTH_AUTHORIZE_URL:
+        return str(settings.WECOM_OAUTH_AUTHORIZE_URL)
     api = urlsplit(settings.WECOM_API_BASE)
     if api.hostname == OFFICIAL_API_HOST:
         return OFFICIAL_AUTHORIZE_URL
