@@ -58,6 +58,8 @@ from scrm.roles import masks_phones
 #: Section name -> its partial template (the root element's id is ``card-<name>``).
 SECTIONS = {
     "stage": "m/_card_stage.html",
+    # The profile's stage and points badges (a purchase moves both).
+    "badges": "m/_card_badges.html",
     "tags": "m/_card_tags.html",
     "notes": "m/_card_notes.html",
     "orders": "m/_card_orders.html",
@@ -71,6 +73,7 @@ def _section_data(section: str, user: Any, customer: Customer) -> dict[str, Any]
     """The context one section needs, read fresh (after a write)."""
     loaders: dict[str, Callable[[], dict[str, Any]]] = {
         "stage": lambda: {"stage": card_stage(customer)},
+        "badges": lambda: {"stage": card_stage(customer), "points": points_balance(customer.pk)},
         "tags": lambda: {"tags": card_tags(user, customer)},
         "notes": lambda: {"notes": card_notes(customer)},
         "orders": lambda: {"orders": card_orders(customer)},
@@ -299,7 +302,7 @@ def card_order(request: HttpRequest, pk: int) -> HttpResponse:
     text = gettext("Purchase recorded.")
     if _is_htmx(request):
         return _sections(
-            request, customer, "orders", oob=["stage", "timeline", "touchpoints"], flash=text
+            request, customer, "orders", oob=["stage", "badges", "timeline", "touchpoints"], flash=text
         )
     messages.success(request, text)
     return _back_to(customer, "orders")

@@ -282,6 +282,10 @@ def test_purchase_moves_the_funnel_at_once_and_the_card_shows_it(
     # The stage section is swapped out of band with the new stage.
     assert 'id="card-stage" data-testid="card-stage" hx-swap-oob="true"' in html
     assert 'class="badge m-stage m-stage-4"' in html
+    # So are the profile's badges: the stage and the points the order earned.
+    badges = html[html.index('id="card-badges"') :]
+    assert badges.startswith('id="card-badges" data-testid="card-badges" hx-swap-oob="true"')
+    assert "m-stage-4" in badges.split("</p>")[0]
     page = clerk.get(card_url(customer))
     assert page.context["stage"].stage == Stage.REVENUE
 
