@@ -8,7 +8,8 @@ dashboard, the API and the mobile pages alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.core.exceptions import ObjectDoesNotExist
@@ -17,6 +18,7 @@ from django.http import Http404
 
 from customers.models import (
     Activity,
+    ActivityKind,
     Customer,
     CustomerTag,
     Follow,
@@ -170,6 +172,39 @@ def customer_timeline(customer: Customer, *, limit: int = 100) -> list[Activity]
         .select_related("staff")
         .order_by("-occurred_at", "-id")[:limit]
     )
+
+
+def _payload_summary(payload: Mapping[str, Any]) -> str:
+    """One short line from an activity's payload, from the keys our own writers use."""
+    if not isinstance(payload, Mapping):
+        return ""
+    for key in ("text", "tag", "title", "product_name", "name", "url"):
+        value = payload.get(key)
+        if value:
+            return str(value)[:200]
+    return ""
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """An activity as a timeline shows it: a label for its kind and a one-line summary."""
+
+    activity: Activity
+    label: str
+    summary: str
+
+
+def timeline_entries(activities: Iterable[Activity]) -> list[TimelineEntry]:
+    labels = dict(ActivityKind.choices)
+    return [
+        TimelineEntry(
+            activity=activity,
+            # Integrations may record kinds we do not know: show them as they came.
+            label=str(labels.get(activity.kind, activity.kind)),
+            summary=_payload_summary(activity.payload),
+        )
+        for activity in activities
+    ]
 
 
 def customer_orders(customer: Customer, *, limit: int = 50) -> list[Order]:

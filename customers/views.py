@@ -7,7 +7,6 @@ same class the API uses, so a URL means the same thing in both.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.contrib import messages
@@ -20,7 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from customers.filters import CustomerFilter
 from customers.forms import SORT_CHOICES, NoteForm, dress_filter_form
-from customers.models import Activity, ActivityKind, ActivitySource, Customer
+from customers.models import ActivitySource, Customer
 from customers.selectors import (
     channel_options,
     customer_detail,
@@ -29,6 +28,7 @@ from customers.selectors import (
     customer_notes,
     customer_orders,
     customer_timeline,
+    timeline_entries,
 )
 from customers.services import note_create
 from scrm.dashboard import (
@@ -103,35 +103,11 @@ def customer_list(request: HttpRequest) -> HttpResponse:
     return vary_on_htmx(render(request, template, context))
 
 
-def _payload_summary(payload: Mapping[str, Any]) -> str:
-    """One short line from an activity's payload, from the keys our own writers use."""
-    if not isinstance(payload, Mapping):
-        return ""
-    for key in ("text", "tag", "title", "product_name", "name", "url"):
-        value = payload.get(key)
-        if value:
-            return str(value)[:200]
-    return ""
-
-
-def _timeline_entries(activities: Iterable[Activity]) -> list[dict[str, Any]]:
-    labels = dict(ActivityKind.choices)
-    return [
-        {
-            "activity": activity,
-            # Integrations may record kinds we do not know: show them as they came.
-            "label": labels.get(activity.kind, activity.kind),
-            "summary": _payload_summary(activity.payload),
-        }
-        for activity in activities
-    ]
-
-
 def _activity_context(customer: Customer, note_form: NoteForm) -> dict[str, Any]:
     return {
         "customer": customer,
         "notes": customer_notes(customer, limit=DETAIL_ROWS),
-        "timeline": _timeline_entries(customer_timeline(customer, limit=DETAIL_ROWS)),
+        "timeline": timeline_entries(customer_timeline(customer, limit=DETAIL_ROWS)),
         "note_form": note_form,
         "detail_rows": DETAIL_ROWS,
     }

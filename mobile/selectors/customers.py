@@ -10,7 +10,7 @@ next-step labels are fetched by one more query over at most a page of ids.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,12 +30,10 @@ from django.utils import timezone
 from django.utils.translation import gettext
 
 from campaigns.models import Touchpoint, TouchpointStatus
-from campaigns.services.confirm import TOUCHPOINT_DONE
 from campaigns.services.levers import points_balance
 from channels.models import ChannelCode
 from customers.models import (
     Activity,
-    ActivityKind,
     Customer,
     CustomerTag,
     Follow,
@@ -45,12 +43,14 @@ from customers.models import (
     Tag,
 )
 from customers.selectors import (
+    TimelineEntry,
     customer_detail,
     customer_notes,
     customer_orders,
     customer_timeline,
     customer_visible_qs,
     tag_visible_qs,
+    timeline_entries,
 )
 from funnel.models import Milestones, Stage, StageChange
 
@@ -270,45 +270,6 @@ def card_notes(customer: Customer) -> list[Note]:
 
 def card_orders(customer: Customer) -> list[Order]:
     return customer_orders(customer, limit=CARD_ORDERS)
-
-
-def _payload_summary(payload: Mapping[str, Any]) -> str:
-    """One short line from an activity's payload, from the keys our own writers use."""
-    if not isinstance(payload, Mapping):
-        return ""
-    for key in ("text", "tag", "title", "product_name", "name", "url"):
-        value = payload.get(key)
-        if value:
-            return str(value)[:200]
-    return ""
-
-
-@dataclass(frozen=True)
-class TimelineEntry:
-    activity: Activity
-    label: str
-    summary: str
-
-
-def _kind_label(kind: str, labels: Mapping[str, Any]) -> str:
-    if kind in labels:
-        return str(labels[kind])
-    if kind == TOUCHPOINT_DONE:
-        return gettext("To-do done")
-    # Integrations may record kinds we do not know: readable, as they came.
-    return kind.replace("_", " ").strip().capitalize() or kind
-
-
-def timeline_entries(activities: Iterable[Activity]) -> list[TimelineEntry]:
-    labels = dict(ActivityKind.choices)
-    return [
-        TimelineEntry(
-            activity=activity,
-            label=_kind_label(activity.kind, labels),
-            summary=_payload_summary(activity.payload),
-        )
-        for activity in activities
-    ]
 
 
 def card_timeline(customer: Customer, *, limit: int = CARD_TIMELINE) -> list[TimelineEntry]:

@@ -302,7 +302,11 @@ def card_order(request: HttpRequest, pk: int) -> HttpResponse:
     text = gettext("Purchase recorded.")
     if _is_htmx(request):
         return _sections(
-            request, customer, "orders", oob=["stage", "badges", "timeline", "touchpoints"], flash=text
+            request,
+            customer,
+            "orders",
+            oob=["stage", "badges", "timeline", "touchpoints"],
+            flash=text,
         )
     messages.success(request, text)
     return _back_to(customer, "orders")

@@ -69,7 +69,7 @@ def test_detail_shows_profile_follows_orders_notes_and_timeline(
         "Prefers evening calls.",
     ):
         assert text in html
-    assert response.context["timeline"][0]["label"] == ActivityKind.MEMBER_JOINED.label
+    assert response.context["timeline"][0].label == ActivityKind.MEMBER_JOINED.label
 
 
 def test_timeline_is_newest_first_and_bounded(
@@ -80,7 +80,7 @@ def test_timeline_is_newest_first_and_bounded(
     for days in range(5):
         ActivityFactory(customer=world.customer_a, occurred_at=now - timedelta(days=days))
     timeline = client_for(operator_user).get(detail_url(world.customer_a)).context["timeline"]
-    times = [entry["activity"].occurred_at for entry in timeline]
+    times = [entry.activity.occurred_at for entry in timeline]
     assert len(times) == 3
     assert times == sorted(times, reverse=True)
 
@@ -123,7 +123,7 @@ def test_note_form_creates_a_note_and_a_timeline_activity(world: World) -> None:
     # htmx swaps only the notes and timeline: no page around them.
     assert "<html" not in html
     assert "Asked about refills." in html
-    assert response.context["timeline"][0]["label"] == ActivityKind.NOTE_ADDED.label
+    assert response.context["timeline"][0].label == ActivityKind.NOTE_ADDED.label
 
 
 def test_note_form_without_htmx_redirects_back_to_the_customer(world: World) -> None:
