@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import (
     Exists,
     F,
@@ -87,6 +88,12 @@ class CustomerListFilters:
     sort: str = DEFAULT_SORT
 
 
+def _engagement() -> QuerySet[Activity]:
+    """The customer's own activity: what the system or staff write (sync, sent touchpoints,
+    tags, notes: FUNNEL_SYSTEM_KINDS) says nothing of whether the customer is active."""
+    return Activity.objects.exclude(kind__in=settings.FUNNEL_SYSTEM_KINDS)
+
+
 def _pending_touchpoints() -> QuerySet[Touchpoint]:
     # The (customer, due_at) index serves the per-customer "first due" subquery.
     return Touchpoint.objects.filter(
@@ -107,7 +114,8 @@ def my_customers_qs(user: Any) -> QuerySet[Customer]:
     pending = _pending_touchpoints()
     # The (customer, -occurred_at) index answers this with one index probe per customer.
     last_activity = (
-        Activity.objects.filter(customer_id=OuterRef("pk"))
+        _engagement()
+        .filter(customer_id=OuterRef("pk"))
         .order_by("-occurred_at", "-id")
         .values("occurred_at")[:1]
     )
@@ -168,12 +176,12 @@ def my_customers_filtered(
     if filters.activity in ACTIVITY_WITHIN:
         since = now - timedelta(days=ACTIVITY_WITHIN[filters.activity])
         qs = qs.filter(
-            Exists(Activity.objects.filter(customer_id=OuterRef("pk"), occurred_at__gte=since))
+            Exists(_engagement().filter(customer_id=OuterRef("pk"), occurred_at__gte=since))
         )
     elif filters.activity == ACTIVITY_IDLE:
         since = now - timedelta(days=IDLE_DAYS)
         qs = qs.filter(
-            ~Exists(Activity.objects.filter(customer_id=OuterRef("pk"), occurred_at__gte=since))
+            ~Exists(_engagement().filter(customer_id=OuterRef("pk"), occurred_at__gte=since))
         )
     return qs.order_by(*SORTS.get(filters.sort, SORTS[DEFAULT_SORT]))
 

@@ -160,6 +160,8 @@ def test_filter_by_last_activity(world: World, m_client: Callable[[Any], Client]
     ActivityFactory(customer=monthly, occurred_at=now - timedelta(days=20))
     quarterly = mine(world.clerk_a, name="Quarterly")
     ActivityFactory(customer=quarterly, occurred_at=now - timedelta(days=60))
+    # What the system or staff wrote is not the customer's activity (FUNNEL_SYSTEM_KINDS).
+    ActivityFactory(customer=quarterly, kind="touchpoint_sent", occurred_at=now)
     client = m_client(world.clerk_a)
     assert names(client.get(URL, {"activity": "7"})) == ["Recent"]
     assert sorted(names(client.get(URL, {"activity": "30"}))) == ["Monthly", "Recent"]
