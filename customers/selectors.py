@@ -83,6 +83,20 @@ def customer_get_for_user(user: Any, pk: Any) -> Customer:
         raise Http404("No such customer.") from None
 
 
+def customer_id_by_external_userid_for_user(user: Any, external_userid: str) -> int:
+    """The id of the WeCom contact ``external_userid`` among the customers ``user`` may
+    see; 404 otherwise (an invisible contact is answered exactly like an unknown one)."""
+    pk = (
+        customer_visible_qs(user)
+        .filter(external_userid=external_userid)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if pk is None:
+        raise Http404("No such customer.")
+    return int(pk)
+
+
 def customer_list_qs(user: Any) -> QuerySet[Customer]:
     """The customer list's base queryset, with what each row shows joined in one query."""
     return customer_visible_qs(user).select_related("owner", "store", "source_channel")

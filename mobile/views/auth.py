@@ -87,16 +87,20 @@ def oauth_authorize_url() -> str:
     return f"{api.scheme}://{api.netloc}/connect/oauth2/authorize"
 
 
-def login_url_with_next(request: HttpRequest, next_path: str) -> str:
-    return f"{reverse('m:login')}?{urlencode({'next': next_path})}"
+def login_url_with_next(request: HttpRequest, next_path: str, login: str = "m:login") -> str:
+    return f"{reverse(login)}?{urlencode({'next': next_path})}"
 
 
-def mobile_view(*, roles: Collection[Role] = MOBILE_ROLES) -> Callable[[ViewFunc], ViewFunc]:
+def mobile_view(
+    *, roles: Collection[Role] = MOBILE_ROLES, login: str = "m:login"
+) -> Callable[[ViewFunc], ViewFunc]:
     """Let in only signed-in users whose role is in ``roles``.
 
-    Anonymous users go to /m/login/?next=<this page>; an htmx request gets ``HX-Redirect``
-    instead, because a plain redirect would swap the login page into the middle of the
-    page. A signed-in user without a fitting role gets 403 (a redirect to login would loop).
+    Anonymous users go to the ``login`` page (/m/login/, or /m/login/wecom/ for pages
+    that only open inside WeCom) with ?next=<this page>; an htmx request gets
+    ``HX-Redirect`` instead, because a plain redirect would swap the login page into the
+    middle of the page. A signed-in user without a fitting role gets 403 (a redirect to
+    login would loop).
     """
 
     def decorator(view: ViewFunc) -> ViewFunc:
@@ -106,8 +110,8 @@ def mobile_view(*, roles: Collection[Role] = MOBILE_ROLES) -> Callable[[ViewFunc
                 htmx = getattr(request, "htmx", None)
                 if htmx:
                     back_to = htmx.current_url_abs_path or request.get_full_path()
-                    return HttpResponseClientRedirect(login_url_with_next(request, back_to))
-                return redirect(login_url_with_next(request, request.get_full_path()))
+                    return HttpResponseClientRedirect(login_url_with_next(request, back_to, login))
+                return redirect(login_url_with_next(request, request.get_full_path(), login))
             if role_of(request.user) not in roles:
                 raise PermissionDenied(_("Your account cannot use the staff pages."))
             return view(request, *args, **kwargs)

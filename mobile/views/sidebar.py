@@ -12,23 +12,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
-from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from django.utils.http import urlencode
-from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET
 
 from channels.wecom.errors import WeComError
 from channels.wecom.jsapi import agent_config_signature
-from customers.selectors import customer_visible_qs
-from scrm.dashboard import DASHBOARD_ROLES
-from scrm.roles import role_of
+from customers.selectors import customer_id_by_external_userid_for_user
+from mobile.views.auth import mobile_view
 
 logger = logging.getLogger(__name__)
 
@@ -44,21 +39,10 @@ def _path(name: str, fallback: str, *args: Any) -> str:
         return fallback
 
 
-def sidebar_view(view: ViewFunc) -> ViewFunc:
-    """Signed-in staff, managers and operators only. Anyone else signs in through WeCom
-    OAuth (/m/login/wecom/?next=...): inside the WeCom client that is silent, no
-    password typed in a sidebar."""
-
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not request.user.is_authenticated:
-            login = _path("m:login_wecom", "/m/login/wecom/")
-            return redirect_to_login(request.get_full_path(), login_url=login)
-        if role_of(request.user) not in DASHBOARD_ROLES:
-            raise PermissionDenied(_("Your account cannot use this page."))
-        return view(request, *args, **kwargs)
-
-    return wrapped
+#: Signed-in staff, managers and operators only; anyone else signs in through WeCom OAuth
+#: (/m/login/wecom/?next=...): inside the WeCom client that is silent, no password typed
+#: in a sidebar.
+sidebar_view = mobile_view(login="m:login_wecom")
 
 
 @require_GET
@@ -88,15 +72,6 @@ def sidebar(request: HttpRequest) -> HttpResponse:
 @require_GET
 @sidebar_view
 def sidebar_contact(request: HttpRequest, external_userid: str) -> HttpResponse:
-    # The access check is the visibility queryset: a contact the user may not see is
-    # answered exactly like an unknown one (404), so ids leak nothing.
-    pk = (
-        customer_visible_qs(request.user)
-        .filter(external_userid=external_userid)
-        .values_list("pk", flat=True)
-        .first()
-    )
-    if pk is None:
-        raise Http404("No such customer.")
+    pk = customer_id_by_external_userid_for_user(request.user, external_userid)
     card = _path("m:card", f"/m/customers/{pk}/", pk)
     return HttpResponseRedirect(f"{card}?{urlencode({'sidebar': 1})}")

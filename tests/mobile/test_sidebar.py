@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
+from urllib.parse import urlencode
 
 import pytest
 from django.test import Client
@@ -65,7 +66,7 @@ def test_sidebar_urls_are_where_wecom_is_configured_to_open_them() -> None:
 def test_anonymous_users_sign_in_through_wecom_oauth_and_come_back(client, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 302
-    assert response["Location"] == f"/m/login/wecom/?next={path}"
+    assert response["Location"] == f"/m/login/wecom/?{urlencode({'next': path})}"
 
 
 def test_users_without_a_staff_facing_role_are_refused(db) -> None:
