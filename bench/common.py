@@ -35,3 +35,22 @@ def check_database_url(url: str, *, bench: str) -> dict[str, Any]:
     if not str(cfg["NAME"]).startswith("scrm_bench"):
         sys.exit(f"{bench} drops its database: its name must start with scrm_bench ({url}).")
     return cfg
+
+
+def fresh_database(cfg: dict[str, Any]) -> None:
+    """Drop the benchmark's own database (``check_database_url`` vouched for its name)
+    and create it empty."""
+    import psycopg2
+
+    admin = psycopg2.connect(
+        dbname="postgres",
+        user=cfg["USER"],
+        password=cfg["PASSWORD"] or None,
+        host=cfg["HOST"] or "127.0.0.1",
+        port=cfg["PORT"] or 5432,
+    )
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{cfg["NAME"]}"')
+        cur.execute(f'CREATE DATABASE "{cfg["NAME"]}"')
+    admin.close()

@@ -33,29 +33,11 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from bench.common import check_database_url, load_average, log
+from bench.common import check_database_url, fresh_database, load_average, log
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/scrm_bench_mobile"
 TARGET_P95_MS = 200.0
 PASSWORD = "bench-mobile-pass-1"
-
-
-def _fresh_database(cfg: dict[str, Any]) -> None:
-    """Drop the bench's own database (and only it) and create it empty."""
-    import psycopg2
-
-    admin = psycopg2.connect(
-        dbname="postgres",
-        user=cfg["USER"],
-        password=cfg["PASSWORD"] or None,
-        host=cfg["HOST"] or "127.0.0.1",
-        port=cfg["PORT"] or 5432,
-    )
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{cfg["NAME"]}"')
-        cur.execute(f'CREATE DATABASE "{cfg["NAME"]}"')
-    admin.close()
 
 
 # --- the seed ----------------------------------------------------------------------------
@@ -388,7 +370,7 @@ def main() -> None:
 
     url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB)
     cfg = check_database_url(url, bench="bench.mobile")
-    _fresh_database(cfg)
+    fresh_database(cfg)
     os.environ["DATABASE_URL"] = url
     redis_url = os.environ.get("BENCH_REDIS_URL", "").strip()
     if redis_url:

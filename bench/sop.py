@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.common import LOCAL_HOSTS, check_database_url, load_average, log
+from bench.common import LOCAL_HOSTS, check_database_url, fresh_database, load_average, log
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/scrm_bench_sop"
@@ -50,23 +50,6 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
 
 def _check_url(url: str) -> dict[str, Any]:
     return check_database_url(url, bench="bench.sop")
-
-
-def _fresh_database(cfg: dict[str, Any]) -> None:
-    import psycopg2
-
-    admin = psycopg2.connect(
-        dbname="postgres",
-        user=cfg["USER"],
-        password=cfg["PASSWORD"] or None,
-        host=cfg["HOST"] or "127.0.0.1",
-        port=cfg["PORT"] or 5432,
-    )
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{cfg["NAME"]}"')
-        cur.execute(f'CREATE DATABASE "{cfg["NAME"]}"')
-    admin.close()
 
 
 # --- seeding -----------------------------------------------------------------------------
@@ -398,7 +381,7 @@ def main() -> None:
     cfg = _check_url(url)
     if (urlsplit(redis_url).hostname or "") not in LOCAL_HOSTS:
         sys.exit(f"bench.sop only talks to a Redis on this machine, not {redis_url}.")
-    _fresh_database(cfg)
+    fresh_database(cfg)
     settings_env = {
         "DATABASE_URL": url,
         "REDIS_URL": redis_url,
