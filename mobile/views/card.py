@@ -305,7 +305,7 @@ def card_order(request: HttpRequest, pk: int) -> HttpResponse:
             request,
             customer,
             "orders",
-            oob=["stage", "badges", "timeline", "touchpoints"],
+            oob=["stage", "badges", "timeline", "touchpoints", "referral"],
             flash=text,
         )
     messages.success(request, text)

@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from campaigns.models import PointsEntry, PointsReason
+from campaigns.services.levers import points_balance
 from channels.models import ChannelCode
 from channels.wecom.simulator import Simulator
 from customers.models import (
@@ -287,6 +288,11 @@ def test_purchase_moves_the_funnel_at_once_and_the_card_shows_it(
     badges = html[html.index('id="card-badges"') :]
     assert badges.startswith('id="card-badges" data-testid="card-badges" hx-swap-oob="true"')
     assert "m-stage-4" in badges.split("</p>")[0]
+    # And the points the order earned, in the badges and the referral-and-points section.
+    earned = points_balance(customer.pk)
+    assert earned > 0
+    assert f">{earned} " in badges.split("</p>")[0]  # "199 points" in either language
+    assert 'id="card-referral"' in html
     page = clerk.get(card_url(customer))
     assert page.context["stage"].stage == Stage.REVENUE
 
