@@ -110,7 +110,13 @@ class Milestones(models.Model):
         verbose_name = _("funnel milestones")
         verbose_name_plural = _("funnel milestones")
         indexes = [
-            models.Index(fields=["acquired_at"], name="milestones_acq_idx"),
+            # The cohort grid reads the bits by an index-only scan (PostgreSQL; SQLite
+            # ignores INCLUDE): 56 MB for a million rows instead of the 280 MB table.
+            models.Index(
+                fields=["acquired_at"],
+                include=["engaged_weeks", "engaged_months"],
+                name="milestones_cohort_idx",
+            ),
             models.Index(fields=["channel", "acquired_at"], name="milestones_channel_idx"),
             models.Index(fields=["store", "acquired_at"], name="milestones_store_idx"),
             models.Index(fields=["owner", "acquired_at"], name="milestones_owner_idx"),
@@ -166,3 +172,47 @@ class StageChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer_id}: {self.from_stage} → {self.to_stage} @ {self.at:%Y-%m-%d}"
+
+
+class PaidPeriod(models.Model):
+    """What a customer paid in one period after acquisition: the cohort grid's revenue.
+
+    One row per customer, period length (7 or 30 days) and period n (days
+    [n * days, (n + 1) * days) after ``acquired_at``, n < 62) in which the customer has
+    a paid order: their paid amount in it. Derived from the paid orders by the same
+    refresh as :class:`Milestones`, with a copy of the acquisition time, so that the
+    cohort grid reads payers (one row each) and revenue by cohort and period from this
+    narrow table alone instead of joining a million orders to their customers.
+    """
+
+    customer = models.ForeignKey(
+        "customers.Customer",
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,  # the unique constraint below serves it
+    )
+    acquired_at = models.DateTimeField(_("acquired at"))
+    days = models.PositiveSmallIntegerField(_("period length in days"))
+    n = models.PositiveSmallIntegerField(_("period since acquisition"))
+    amount = models.DecimalField(_("amount"), max_digits=16, decimal_places=2)
+
+    class Meta:
+        db_table = "funnel_paidperiod"
+        verbose_name = _("paid period")
+        verbose_name_plural = _("paid periods")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "days", "n"], name="paidperiod_customer_period_uniq"
+            ),
+        ]
+        indexes = [
+            # The cohort grid: an index-only scan of a year of cohorts (PostgreSQL).
+            models.Index(
+                fields=["days", "acquired_at"],
+                include=["n", "amount"],
+                name="paidperiod_cohort_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id}: {self.n} x {self.days} d: {self.amount}"

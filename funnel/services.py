@@ -2,9 +2,10 @@
 
 One function, :func:`milestones_refresh`, recomputes the milestone rows of the given
 customers (or of everyone) from the raw tables in a few set-based statements, writes only
-the rows that differ, and records stage changes. The ``facts_changed`` receiver calls it
-for the customers a write touched; ``rebuild_funnel`` calls it for everyone. Being the
-same SQL, a rebuild gives exactly what incremental maintenance gave.
+the rows that differ, and records stage changes; it keeps the customers' paid periods
+(``PaidPeriod``, the cohort grid's revenue) in step the same way. The ``facts_changed``
+receiver calls it for the customers a write touched; ``rebuild_funnel`` calls it for
+everyone. Being the same SQL, a rebuild gives exactly what incremental maintenance gave.
 
 Definitions (the product's contract, also in the README):
 
@@ -29,7 +30,7 @@ from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from customers.models import Activity, Customer, Order, OrderStatus
-from funnel.models import Milestones, StageChange
+from funnel.models import Milestones, PaidPeriod, StageChange
 
 # Bits of a signed 64-bit integer a period set may use (bit 63 is the sign).
 PERIODS = 62
@@ -129,37 +130,12 @@ def _fresh_sql(*, all_customers: bool) -> str:
         prev="LAG(o.paid_at) OVER (PARTITION BY o.customer_id ORDER BY o.paid_at, o.id)"
     )
     if connection.vendor == "postgresql":
-        # Over 10,000,000 activities a rebuild is per-row arithmetic: compare intervals
-        # instead of NUMERIC microseconds (EXTRACT returns NUMERIC), both exact. A
-        # timestamptz difference is whole days plus under a day (justified), so for a
-        # non-negative one floor(elapsed / n days) is floor(its days / n). Kinds are
-        # matched against array parameters, not CTEs, so the scan can run in parallel.
-        elapsed = "(a.occurred_at - ac.acquired_at)"
-
-        def since_at_least(us: int) -> str:
-            return f"{elapsed} >= INTERVAL '{us} microseconds'"
-
-        def since_below(us: int) -> str:
-            return f"{elapsed} < INTERVAL '{us} microseconds'"
-
-        def period_of(days: int) -> str:
-            return f"(date_part('day', {elapsed})::int / {days})"
-
+        # Kinds are matched against array parameters, not CTEs, so the scan can run in
+        # parallel (and elapsed times are intervals: see _since_at_least).
         activation = "a.kind = ANY(%(act)s::text[])"
         engaged = "a.kind <> ALL(%(sys)s::text[])"
         kinds_cte = ""
     else:
-        diff = v["us_between"].format(a="a.occurred_at", b="ac.acquired_at")
-
-        def since_at_least(us: int) -> str:
-            return f"({diff}) >= {us}"
-
-        def since_below(us: int) -> str:
-            return f"({diff}) < {us}"
-
-        def period_of(days: int) -> str:
-            return v["period"].format(diff=diff, length=days * _US_PER_DAY)
-
         activation = "a.kind IN (SELECT value FROM act_kinds)"
         engaged = "a.kind NOT IN (SELECT value FROM sys_kinds)"
         kinds_cte = (
@@ -167,14 +143,13 @@ def _fresh_sql(*, all_customers: bool) -> str:
             f"sys_kinds(value) AS ({_values_list('sys')}),\n"
         )
 
+    def since_at_least(us: int) -> str:
+        return _since_at_least(us, "a.occurred_at", "ac.acquired_at")
+
     def periods(days: int) -> str:
-        length = days * _US_PER_DAY
-        bit = v["shift"].format(n=period_of(days))
-        inner = (
-            f"CASE WHEN {engaged} AND {since_at_least(0)} AND {since_below(length * PERIODS)} "
-            f"THEN {bit} END"
-        )
-        return v["bit_or"].format(x=inner)
+        bit = v["shift"].format(n=_period_of(days, "a.occurred_at", "ac.acquired_at"))
+        inside = _in_periods(days, "a.occurred_at", "ac.acquired_at")
+        return v["bit_or"].format(x=f"CASE WHEN {engaged} AND {inside} THEN {bit} END")
 
     retention_us = settings.FUNNEL_RETENTION_DAYS * _US_PER_DAY
     true = "TRUE" if connection.vendor == "postgresql" else "1"
@@ -257,6 +232,59 @@ SELECT customer_id, acquired_at, channel_id, store_id, owner_id, is_referred, lo
     engaged_weeks, engaged_months, paid_orders, last_paid_at, purchase_interval
 FROM r5
 """
+
+
+# Elapsed time from ``acq`` to ``at``, exactly. Over 10,000,000 activities a rebuild is
+# per-row arithmetic: PostgreSQL compares intervals instead of NUMERIC microseconds
+# (EXTRACT returns NUMERIC), both exact. A timestamptz difference is whole days plus under
+# a day (justified), so for a non-negative one floor(elapsed / n days) is
+# floor(its days / n). SQLite computes integer microseconds.
+
+
+def _since_at_least(us: int, at: str, acq: str) -> str:
+    """``at`` is at least ``us`` microseconds after ``acq``."""
+    if connection.vendor == "postgresql":
+        return f"({at} - {acq}) >= INTERVAL '{us} microseconds'"
+    return f"({_vendor_sql()['us_between'].format(a=at, b=acq)}) >= {us}"
+
+
+def _since_below(us: int, at: str, acq: str) -> str:
+    """``at`` is less than ``us`` microseconds after ``acq``."""
+    if connection.vendor == "postgresql":
+        return f"({at} - {acq}) < INTERVAL '{us} microseconds'"
+    return f"({_vendor_sql()['us_between'].format(a=at, b=acq)}) < {us}"
+
+
+def _period_of(days: int, at: str, acq: str) -> str:
+    """The whole periods of ``days`` from ``acq`` to ``at`` (not before ``acq``)."""
+    if connection.vendor == "postgresql":
+        return f"(date_part('day', {at} - {acq})::int / {days})"
+    v = _vendor_sql()
+    return v["period"].format(diff=v["us_between"].format(a=at, b=acq), length=days * _US_PER_DAY)
+
+
+def _in_periods(days: int, at: str, acq: str) -> str:
+    """``at`` falls in one of the ``PERIODS`` periods of ``days`` after ``acq``."""
+    return (
+        f"{_since_at_least(0, at, acq)} AND {_since_below(days * _US_PER_DAY * PERIODS, at, acq)}"
+    )
+
+
+def _fresh_paid_sql(*, all_customers: bool) -> str:
+    """SELECT of the recomputed paid periods (``PaidPeriod`` rows: customer_id,
+    acquired_at, days, n, amount) of the customers (of everyone)."""
+    order, customer = Order._meta.db_table, Customer._meta.db_table
+    selects = [
+        f"""SELECT o.customer_id, pc.acquired_at, {days} AS days,
+            {_period_of(days, "o.paid_at", "pc.acquired_at")} AS n, SUM(o.amount) AS amount
+        FROM {order} o JOIN {customer} pc ON pc.id = o.customer_id
+        WHERE o.status = '{OrderStatus.PAID.value}' AND {_in_ids("o.customer_id", all_customers)}
+            AND {_in_ids("pc.id", all_customers)}
+            AND {_in_periods(days, "o.paid_at", "pc.acquired_at")}
+        GROUP BY o.customer_id, pc.acquired_at, 4"""
+        for days in (WEEK_DAYS, MONTH_DAYS)
+    ]
+    return "\nUNION ALL\n".join(selects)
 
 
 def _later(previous: str, milestone: str) -> str:
@@ -390,12 +418,14 @@ def _refresh(ids: list[int] | None, now: datetime, result: RefreshResult) -> Non
 
 def _refresh_everyone_pg(cursor: Any, now: datetime, result: RefreshResult) -> None:
     """A full refresh on PostgreSQL. Into empty tables (a rebuild after ``--reset``) it is
-    a bulk load: the two funnel tables' foreign keys and secondary indexes are dropped and
+    a bulk load: the funnel tables' foreign keys and secondary indexes are dropped and
     re-created after the rows are in (one validating join per key instead of a deferred
     trigger per row: a million customers made five million of them; one sorted build per
     index instead of a million insertions). The rows and stage changes are the same."""
-    tables = [Milestones._meta.db_table, StageChange._meta.db_table]
-    cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {tables[0]})")
+    tables = [Milestones._meta.db_table, StageChange._meta.db_table, PaidPeriod._meta.db_table]
+    cursor.execute(
+        f"SELECT EXISTS (SELECT 1 FROM {tables[0]}) OR EXISTS (SELECT 1 FROM {tables[2]})"
+    )
     empty = not cursor.fetchone()[0]
     restore: list[str] = []
     if empty:
@@ -428,6 +458,7 @@ def _refresh_everyone_pg(cursor: Any, now: datetime, result: RefreshResult) -> N
     if empty:
         # The reports plan from statistics; a rebuilt table must not wait for autovacuum.
         cursor.execute(f"ANALYZE {tables[0]}")
+        cursor.execute(f"ANALYZE {tables[2]}")
     _settings(cursor, previous)
 
 
@@ -513,6 +544,49 @@ def _refresh_through_temp(
     )
     result.changed += max(cursor.rowcount, 0)
     cursor.execute(f"DROP TABLE {_FRESH}")
+    _sync_paid_periods(cursor, ids, params, empty=empty)
+
+
+_FRESH_PAID = "funnel_fresh_paid"
+
+
+def paid_periods_refresh_everyone() -> None:
+    """Recompute every customer's paid periods alone (the migration that added them)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        _sync_paid_periods(cursor, None, _params(None), empty=False)
+
+
+def _sync_paid_periods(
+    cursor: Any, ids: list[int] | None, params: dict[str, Any], *, empty: bool
+) -> None:
+    """Bring these customers' (everyone's) ``PaidPeriod`` rows in step with their paid
+    orders, writing only the rows that differ (an unchanged refresh writes none)."""
+    table = PaidPeriod._meta.db_table
+    columns = "customer_id, acquired_at, days, n, amount"
+    fresh = _fresh_paid_sql(all_customers=ids is None)
+    if empty:
+        # Into an empty table every row is new: straight in, without a temporary copy.
+        cursor.execute(f"INSERT INTO {table} ({columns}) {fresh}", params)
+        return
+    cursor.execute(f"DROP TABLE IF EXISTS {_FRESH_PAID}")
+    cursor.execute(f"CREATE TEMPORARY TABLE {_FRESH_PAID} AS {fresh}", params)
+    if connection.vendor == "postgresql" and (ids is None or len(ids) > 50_000):
+        cursor.execute(f"ANALYZE {_FRESH_PAID}")
+    cursor.execute(
+        f"DELETE FROM {table} WHERE {_in_ids(f'{table}.customer_id', ids is None)} "
+        f"AND NOT EXISTS (SELECT 1 FROM {_FRESH_PAID} f "
+        f"WHERE f.customer_id = {table}.customer_id AND f.days = {table}.days "
+        f"AND f.n = {table}.n AND f.acquired_at = {table}.acquired_at "
+        f"AND f.amount = {table}.amount)",
+        params,
+    )
+    # What is left of a customer's period equals the fresh row: add only the others.
+    cursor.execute(
+        f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_FRESH_PAID} f "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {table} p WHERE p.customer_id = f.customer_id "
+        "AND p.days = f.days AND p.n = f.n)"
+    )
+    cursor.execute(f"DROP TABLE {_FRESH_PAID}")
 
 
 def _count(cursor: Any, table: str) -> int:

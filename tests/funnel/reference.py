@@ -185,6 +185,21 @@ def milestone_row(c: RawCustomer) -> dict[str, Any]:
     }
 
 
+def paid_periods(customers: dict[int, RawCustomer]) -> list[tuple[Any, ...]]:
+    """What the PaidPeriod rows must hold, sorted: (customer, acquired_at, days, n, amount)
+    for each period of 7 and of 30 days (n < PERIODS) in which the customer paid."""
+    rows = []
+    for c in customers.values():
+        for days in (7, 30):
+            amounts: dict[int, Decimal] = defaultdict(Decimal)
+            for paid_at, amount in c.paid:
+                since = paid_at - c.acquired_at
+                if timedelta(0) <= since < timedelta(days=days * PERIODS):
+                    amounts[since // timedelta(days=days)] += amount
+            rows += [(c.id, c.acquired_at, days, n, a) for n, a in amounts.items()]
+    return sorted(rows)
+
+
 # --- Who is counted ---------------------------------------------------------------------
 
 

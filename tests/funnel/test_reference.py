@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from channels.models import Channel
 from funnel.filters import ReportFilters
-from funnel.models import REACHED_FIELDS, Milestones, Stage, StageChange
+from funnel.models import REACHED_FIELDS, Milestones, PaidPeriod, Stage, StageChange
 from funnel.selectors import channel_report, cohort_report, funnel_report, trend_report
 from scrm.roles import sees_everything
 from tests.factories import UserFactory
@@ -106,6 +106,20 @@ def test_milestones_equal_the_definitions_over_the_raw_tables(random_world: Rand
     assert differences == [], "\n".join(map(str, differences))
 
 
+def _paid_periods() -> list[tuple[Any, ...]]:
+    return sorted(
+        PaidPeriod.objects.values_list("customer_id", "acquired_at", "days", "n", "amount")
+    )
+
+
+def test_paid_periods_equal_the_definitions_over_the_raw_tables(
+    random_world: RandomWorld,
+) -> None:
+    expected = reference.paid_periods(reference.load_raw())
+    assert any(n > 0 for _c, _at, _days, n, _amount in expected)
+    assert _paid_periods() == expected
+
+
 def test_funnel_report_equals_the_reference(random_world: RandomWorld, operator: Any) -> None:
     raw = reference.load_raw()
     for user, visible in viewers(random_world, operator):
@@ -161,14 +175,17 @@ def test_rebuild_gives_what_incremental_maintenance_gave(random_world: RandomWor
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
     incremental = list(Milestones.objects.order_by("customer_id").values(*COLUMNS))
     history = StageChange.objects.count()
+    paid = _paid_periods()
 
     # Without --reset: nothing differs, so nothing is written and no change is recorded.
     call_command("rebuild_funnel", stdout=_Sink())
     assert list(Milestones.objects.order_by("customer_id").values(*COLUMNS)) == incremental
     assert StageChange.objects.count() == history
+    assert _paid_periods() == paid
 
     call_command("rebuild_funnel", "--reset", stdout=_Sink())
     assert list(Milestones.objects.order_by("customer_id").values(*COLUMNS)) == incremental
+    assert _paid_periods() == paid
     # The history is re-derived: one rise per stage entered, at the time it was reached.
     derived = sorted(StageChange.objects.values_list("customer_id", "from_stage", "to_stage", "at"))
     expected = sorted(

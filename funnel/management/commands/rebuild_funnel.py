@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from funnel.models import Milestones, StageChange
+from funnel.models import Milestones, PaidPeriod, StageChange
 from funnel.services import milestones_refresh
 
 
@@ -32,6 +32,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             if reset:
                 StageChange.objects.all().delete()
+                PaidPeriod.objects.all().delete()
                 Milestones.objects.all().delete()
             result = milestones_refresh()
         self.stdout.write(
