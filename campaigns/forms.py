@@ -24,7 +24,9 @@ from campaigns.models import (
     StepAction,
     TriggerKind,
 )
-from customers.models import Tag
+from channels.models import Channel
+from customers.models import Staff, Store, Tag
+from funnel.models import Stage
 
 
 class _Form(forms.Form):
@@ -87,7 +89,7 @@ def apply_service_errors(
                 else:
                     step_form.add_error(None, messages)
                 continue
-        name = match["field"] if match else key
+        name = SERVICE_FIELD_ALIASES.get(key) or (match["field"] if match else key)
         if name == "steps" and formset is not None:
             formset._non_form_errors = formset.error_class(  # type: ignore[attr-defined]
                 [*formset.non_form_errors(), *messages]
@@ -184,21 +186,55 @@ class SopForm(_Form):
         label=_("Campaign"), queryset=Campaign.objects.all(), required=False, empty_label=_("None")
     )
     trigger_kind = forms.ChoiceField(label=_("Trigger"), choices=TriggerKind.choices)
-    trigger_config = JSONTextField(
-        label=_("Trigger settings (JSON)"),
-        help_text=_(
-            'Became a contact: {"channel_ids": [1, 2]} (empty: any channel). Entered a '
-            'stage: {"stage": 4}. Tag added: {"tag_id": 7}. A date: {"field": "birthday", '
-            '"days_before": 3}. Due for repurchase, manual: {}.'
-        ),
+    # The trigger's settings, one control each (the one matching the trigger is used).
+    trigger_channels = forms.ModelMultipleChoiceField(
+        label=_("Through these channels"),
+        queryset=Channel.objects.all(),
+        required=False,
+        help_text=_("Became a contact: none selected means any channel."),
     )
-    audience = JSONTextField(
-        label=_("Audience (JSON)"),
-        help_text=_(
-            "Any of: tags_any, tags_none, stages, channel_ids, store_ids, staff_ids (lists of "
-            "ids), acquired_from, acquired_to (dates), active_within_days. Empty: every "
-            "active customer."
-        ),
+    trigger_stage = forms.TypedChoiceField(
+        label=_("Entered the stage"),
+        required=False,
+        coerce=int,
+        empty_value=None,
+        choices=[("", "—"), *[(s.value, s.label) for s in Stage if s != Stage.ACQUISITION]],
+    )
+    trigger_tag = forms.ModelChoiceField(
+        label=_("Tag added"), queryset=Tag.objects.all(), required=False, empty_label="—"
+    )
+    trigger_days_before = forms.IntegerField(
+        label=_("Days before the birthday"), min_value=0, max_value=30, required=False
+    )
+    # The audience: every filter optional; none means every active customer.
+    aud_tags_any = forms.ModelMultipleChoiceField(
+        label=_("Has any of these tags"), queryset=Tag.objects.all(), required=False
+    )
+    aud_tags_none = forms.ModelMultipleChoiceField(
+        label=_("Has none of these tags"), queryset=Tag.objects.all(), required=False
+    )
+    aud_stages = forms.TypedMultipleChoiceField(
+        label=_("At stage"), coerce=int, choices=Stage.choices, required=False
+    )
+    aud_channels = forms.ModelMultipleChoiceField(
+        label=_("Source channel"), queryset=Channel.objects.all(), required=False
+    )
+    aud_stores = forms.ModelMultipleChoiceField(
+        label=_("Store"), queryset=Store.objects.all(), required=False
+    )
+    aud_staff = forms.ModelMultipleChoiceField(
+        label=_("Staff member (owner or follower)"),
+        queryset=Staff.objects.filter(is_active=True),
+        required=False,
+    )
+    aud_acquired_from = forms.DateField(
+        label=_("Acquired from"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    aud_acquired_to = forms.DateField(
+        label=_("Acquired until"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    aud_active_within_days = forms.IntegerField(
+        label=_("Active within (days)"), min_value=1, max_value=3650, required=False
     )
     quiet_start = forms.TimeField(
         label=_("Quiet hours from"),
@@ -243,15 +279,99 @@ class SopForm(_Form):
         #: Editing an active or paused SOP publishes a version: the in-flight choice is
         #: then required and shown; a draft has nobody in flight.
         self.live = live
+        # The audience section opens by itself when a filter is set.
+        values = self.data if self.is_bound else self.initial
+        self.audience_used = any(
+            values.get(name) for name in self.fields if name.startswith("aud_")
+        )
         if live:
             self.fields["in_flight"].required = True
         else:
             del self.fields["in_flight"]
 
     def service_data(self) -> dict[str, Any]:
-        data = dict(self.cleaned_data)
+        data = {k: v for k, v in self.cleaned_data.items() if not k.startswith(_GROUPED)}
         data["campaign"] = data["campaign"].pk if data.get("campaign") else None
+        data["trigger_config"] = self._trigger_config()
+        data["audience"] = self._audience()
         return data
+
+    def _trigger_config(self) -> dict[str, Any]:
+        d = self.cleaned_data
+        kind = d.get("trigger_kind")
+        if kind == TriggerKind.CONTACT_ADDED:
+            channels = [c.pk for c in d.get("trigger_channels") or []]
+            return {"channel_ids": channels} if channels else {}
+        if kind == TriggerKind.STAGE_ENTERED:
+            return {"stage": d.get("trigger_stage")}
+        if kind == TriggerKind.TAG_ADDED:
+            tag = d.get("trigger_tag")
+            return {"tag_id": tag.pk if tag else None}
+        if kind == TriggerKind.DATE_FIELD:
+            return {"field": "birthday", "days_before": d.get("trigger_days_before") or 0}
+        return {}
+
+    def _audience(self) -> dict[str, Any]:
+        d = self.cleaned_data
+        out: dict[str, Any] = {}
+        for key, name in _AUDIENCE_IDS.items():
+            ids = [obj.pk for obj in d.get(name) or []]
+            if ids:
+                out[key] = ids
+        if d.get("aud_stages"):
+            out["stages"] = list(d["aud_stages"])
+        for key in ("acquired_from", "acquired_to"):
+            if d.get(f"aud_{key}"):
+                out[key] = d[f"aud_{key}"].isoformat()
+        if d.get("aud_active_within_days"):
+            out["active_within_days"] = d["aud_active_within_days"]
+        return out
+
+    @staticmethod
+    def initial_from(data: Mapping[str, Any]) -> dict[str, Any]:
+        """Form fields from the services' definition (``sop_as_data``)."""
+        grouped = ("steps", "trigger_config", "audience")
+        initial = {k: v for k, v in data.items() if k not in grouped}
+        config = data.get("trigger_config") or {}
+        initial.update(
+            trigger_channels=config.get("channel_ids", []),
+            trigger_stage=config.get("stage"),
+            trigger_tag=config.get("tag_id"),
+            trigger_days_before=config.get("days_before"),
+        )
+        audience = data.get("audience") or {}
+        for key, name in _AUDIENCE_IDS.items():
+            initial[name] = audience.get(key, [])
+        initial["aud_stages"] = audience.get("stages", [])
+        initial["aud_acquired_from"] = audience.get("acquired_from")
+        initial["aud_acquired_to"] = audience.get("acquired_to")
+        initial["aud_active_within_days"] = audience.get("active_within_days")
+        return initial
+
+
+#: Form fields that the services take grouped (trigger_config, audience), by prefix.
+_GROUPED = ("trigger_channels", "trigger_stage", "trigger_tag", "trigger_days_before", "aud_")
+#: Audience keys holding ids, and their form fields.
+_AUDIENCE_IDS = {
+    "tags_any": "aud_tags_any",
+    "tags_none": "aud_tags_none",
+    "channel_ids": "aud_channels",
+    "store_ids": "aud_stores",
+    "staff_ids": "aud_staff",
+}
+#: The services' error keys for grouped settings, and the form field that shows them.
+SERVICE_FIELD_ALIASES = {
+    "trigger_config.channel_ids": "trigger_channels",
+    "trigger_config.stage": "trigger_stage",
+    "trigger_config.tag_id": "trigger_tag",
+    "trigger_config.days_before": "trigger_days_before",
+    "trigger_config.field": "trigger_days_before",
+    **{f"audience.{key}": name for key, name in _AUDIENCE_IDS.items()},
+    "audience.stages": "aud_stages",
+    "audience.acquired_from": "aud_acquired_from",
+    "audience.acquired_to": "aud_acquired_to",
+    "audience.active_within_days": "aud_active_within_days",
+}
 
 
 class StepForm(_Form):
@@ -312,7 +432,7 @@ def steps_service_data(formset: forms.BaseFormSet) -> list[dict[str, Any]]:
 
 def sop_initial(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The editor's initial values from ``selectors.touchpoints.sop_as_data``."""
-    initial = {k: v for k, v in data.items() if k != "steps"}
+    initial = SopForm.initial_from(data)
     initial["in_flight"] = InFlightPolicy.KEEP
     return initial, list(data.get("steps", []))
 

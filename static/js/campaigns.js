@@ -1,4 +1,5 @@
-// Campaign pages: add a step to the SOP editor, copy a to-do's message, confirm archiving.
+// Campaign pages: add a step to the SOP editor and show its trigger's settings, copy a
+// to-do's message, confirm archiving.
 (function () {
   "use strict";
   document.addEventListener("click", function (event) {
@@ -33,6 +34,18 @@
       }
     }
   });
+  // The SOP editor shows only the settings of the chosen trigger.
+  function showTrigger() {
+    var kind = document.querySelector("#id_trigger_kind");
+    if (!kind) return;
+    document.querySelectorAll("[data-trigger]").forEach(function (block) {
+      block.hidden = block.getAttribute("data-trigger") !== kind.value;
+    });
+  }
+  document.addEventListener("change", function (event) {
+    if (event.target.id === "id_trigger_kind") showTrigger();
+  });
+  document.addEventListener("DOMContentLoaded", showTrigger);
   document.addEventListener("submit", function (event) {
     var message = event.target.getAttribute && event.target.getAttribute("data-confirm");
     if (message && !window.confirm(message)) event.preventDefault();

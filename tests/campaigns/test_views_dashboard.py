@@ -27,6 +27,7 @@ from tests.campaigns.factories import (
     sop_with_steps,
 )
 from tests.conftest import World
+from tests.factories import ChannelFactory, TagFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -149,8 +150,6 @@ def test_operator_creates_edits_and_activates_an_sop(operator_user: Any, world: 
     form = {
         "name": "Welcome",
         "trigger_kind": "manual",
-        "trigger_config": "",
-        "audience": "",
         "quiet_action": "defer",
         "exit_on_lost": "on",
         "steps-TOTAL_FORMS": "2",
@@ -184,6 +183,78 @@ def test_operator_creates_edits_and_activates_an_sop(operator_user: Any, world: 
     assert client.post(f"/campaigns/sops/{sop.pk}/edit/", form).status_code == 302
     sop.refresh_from_db()
     assert current_version(sop).number == 2
+
+
+def _one_step_form(content: Any, **fields: Any) -> dict[str, Any]:
+    return {
+        "name": "Onboarding",
+        "quiet_action": "defer",
+        "exit_on_lost": "on",
+        "steps-TOTAL_FORMS": "1",
+        "steps-INITIAL_FORMS": "0",
+        "steps-MIN_NUM_FORMS": "1",
+        "steps-MAX_NUM_FORMS": "50",
+        "steps-0-offset_days": "0",
+        "steps-0-offset_minutes": "5",
+        "steps-0-action": "wecom_message",
+        "steps-0-content": str(content.pk),
+        **fields,
+    }
+
+
+def test_sop_editor_sets_trigger_and_audience_with_form_controls(
+    operator_user: Any, world: World
+) -> None:
+    content = ContentFactory()
+    channel = ChannelFactory()
+    vip, churned = TagFactory(name="VIP"), TagFactory(name="Churned")
+    client = login(operator_user)
+    form = _one_step_form(
+        content,
+        trigger_kind="contact_added",
+        trigger_channels=[str(channel.pk)],
+        trigger_stage="4",  # another trigger's setting: ignored
+        aud_tags_any=[str(vip.pk)],
+        aud_tags_none=[str(churned.pk)],
+        aud_stages=["1", "2"],
+        aud_stores=[str(world.store_a.pk)],
+        aud_acquired_from="2026-01-01",
+        aud_active_within_days="30",
+    )
+    response = client.post("/campaigns/sops/new/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    version = current_version(Sop.objects.get(name="Onboarding"))
+    assert version.trigger_config == {"channel_ids": [channel.pk]}
+    assert version.audience == {
+        "tags_any": [vip.pk],
+        "tags_none": [churned.pk],
+        "stages": [1, 2],
+        "store_ids": [world.store_a.pk],
+        "acquired_from": "2026-01-01",
+        "active_within_days": 30,
+    }
+    # The editor shows them back in the same controls.
+    page = client.get(f"/campaigns/sops/{version.sop_id}/edit/").content.decode()
+    assert f'<option value="{vip.pk}" selected>' in page
+    assert 'name="aud_acquired_from" value="2026-01-01"' in page
+
+
+def test_sop_editor_puts_service_errors_on_the_control(operator_user: Any) -> None:
+    client = login(operator_user)
+    response = client.post(
+        "/campaigns/sops/new/",
+        _one_step_form(
+            ContentFactory(),
+            trigger_kind="tag_added",
+            aud_acquired_from="2026-03-01",
+            aud_acquired_to="2026-02-01",
+        ),
+    )
+    assert response.status_code == 400
+    form = response.context["form"]
+    assert "trigger_tag" in form.errors  # a tag trigger needs its tag
+    assert "aud_acquired_to" in form.errors
+    assert not Sop.objects.exists()
 
 
 def test_my_todos_lists_my_open_todos_and_done_closes_one(world: World) -> None:
