@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -19,6 +20,7 @@ from campaigns.models import (
     CampaignStatus,
     Content,
     CouponBatch,
+    DiscountKind,
     InFlightPolicy,
     QuietAction,
     StepAction,
@@ -172,6 +174,48 @@ class CampaignForm(_Form):
             f: getattr(campaign, f)
             for f in ("name", "description", "goal", "goal_days", "holdout_percent", "status")
         }
+
+
+# --- Coupon batches --------------------------------------------------------------------
+
+
+class CouponBatchForm(_Form):
+    name = forms.CharField(label=_("Name"), max_length=128)
+    campaign = forms.ModelChoiceField(
+        label=_("Campaign"), queryset=Campaign.objects.all(), required=False, empty_label=_("None")
+    )
+    discount_kind = forms.ChoiceField(label=_("Discount"), choices=DiscountKind.choices)
+    value = forms.DecimalField(label=_("Value"), max_digits=10, decimal_places=2, min_value=0)
+    min_spend = forms.DecimalField(
+        label=_("Minimum spend"),
+        max_digits=10,
+        decimal_places=2,
+        min_value=0,
+        initial=0,
+        required=False,
+    )
+    valid_days = forms.IntegerField(label=_("Valid for (days)"), min_value=1, initial=30)
+    total_limit = forms.IntegerField(label=_("Issue at most"), min_value=1, required=False)
+    is_active = forms.BooleanField(label=_("Active"), required=False, initial=True)
+
+    FIELDS = (
+        "name",
+        "campaign",
+        "discount_kind",
+        "value",
+        "min_spend",
+        "valid_days",
+        "total_limit",
+        "is_active",
+    )
+
+    @classmethod
+    def initial_for(cls, batch: CouponBatch) -> dict[str, Any]:
+        return {f: getattr(batch, f) for f in cls.FIELDS}
+
+    def clean_min_spend(self) -> Decimal:
+        # Empty means no minimum.
+        return self.cleaned_data.get("min_spend") or Decimal(0)
 
 
 # --- SOPs ------------------------------------------------------------------------------

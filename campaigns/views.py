@@ -31,6 +31,7 @@ from campaigns.forms import (
     CampaignForm,
     ContentForm,
     ContentPreviewForm,
+    CouponBatchForm,
     PreviewForm,
     SopForm,
     StepFormSet,
@@ -46,6 +47,8 @@ from campaigns.selectors.touchpoints import (
     campaign_list_qs,
     content_get_for_user,
     content_list_qs,
+    coupon_batch_get_for_user,
+    coupon_batch_list_qs,
     sop_as_data,
     sop_detail_for_user,
     sop_get_for_user,
@@ -56,7 +59,7 @@ from campaigns.selectors.touchpoints import (
     touchpoint_list_qs,
 )
 from campaigns.services import campaigns as campaign_services
-from campaigns.services import confirm, enrollment, sops
+from campaigns.services import confirm, enrollment, levers, sops
 from campaigns.services import content as content_services
 from customers.selectors import customer_visible_qs
 from scrm.dashboard import (
@@ -452,6 +455,44 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "tab": "campaigns",
     }
     return render(request, "campaigns/campaign_detail.html", context)
+
+
+# --- Coupon batches --------------------------------------------------------------------
+
+
+@dashboard_view()
+@require_GET
+def coupon_list(request: HttpRequest) -> HttpResponse:
+    page = offset_paginate(
+        coupon_batch_list_qs(request.user).order_by("-created_at", "-id"),
+        number=parse_page_number(request.GET.get("page")),
+        page_size=PAGE_SIZE,
+    )
+    return render(request, "campaigns/coupon_list.html", {"page": page, "tab": "coupons"})
+
+
+@dashboard_view(roles=OPERATORS)
+@require_http_methods(["GET", "POST"])
+def coupon_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+    batch = coupon_batch_get_for_user(request.user, pk) if pk is not None else None
+    if request.method == "GET":
+        form = CouponBatchForm(initial=CouponBatchForm.initial_for(batch) if batch else {})
+    else:
+        form = CouponBatchForm(request.POST)
+        if form.is_valid():
+            try:
+                if batch is None:
+                    levers.coupon_batch_create(data=form.cleaned_data)
+                else:
+                    levers.coupon_batch_update(batch=batch, data=form.cleaned_data)
+            except ValidationError as exc:
+                apply_service_errors(exc, form)
+            else:
+                messages.success(request, gettext("Coupon batch saved."))
+                return redirect("campaigns:coupons")
+    status = 400 if form.is_bound else 200
+    context = {"form": form, "batch": batch, "tab": "coupons"}
+    return render(request, "campaigns/coupon_form.html", context, status=status)
 
 
 # --- Touchpoint log and to-dos ---------------------------------------------------------

@@ -207,6 +207,15 @@ def campaign_list_qs(user: Any) -> QuerySet[Campaign]:
     )
 
 
+def coupon_batch_list_qs(user: Any) -> QuerySet[CouponBatch]:
+    """Coupon batches with the coupons issued and redeemed, in one query."""
+    coupons = Coupon.objects.filter(batch=OuterRef("pk"))
+    return coupon_batch_visible_qs(user).annotate(
+        issued_count=_count(coupons, "batch"),
+        redeemed_count=_count(coupons.filter(redeemed_at__isnull=False), "batch"),
+    )
+
+
 def content_list_qs(user: Any) -> QuerySet[Content]:
     """Content with how many SOP steps use it (an archived SOP's steps count too: its
     versions still name the content)."""

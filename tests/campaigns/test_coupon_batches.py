@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.test import Client
 
 from campaigns.models import CouponBatch
+from campaigns.services.levers import coupon_issue
 from tests.conftest import World, api_client_for
 
 pytestmark = pytest.mark.django_db
@@ -53,3 +55,53 @@ def test_staff_read_coupon_batches_but_cannot_write(world: World) -> None:
     assert client.get("/api/v1/coupon-batches/").status_code == 200
     response = client.post("/api/v1/coupon-batches/", {"name": "x", "value": "5"}, format="json")
     assert response.status_code == 403
+
+
+# --- the dashboard's coupon pages --------------------------------------------------------
+
+
+def _dashboard(user: Any) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_operator_creates_a_batch_on_the_dashboard_and_sees_its_counts(
+    operator_user: Any, world: World, django_assert_max_num_queries: Any
+) -> None:
+    client = _dashboard(operator_user)
+    response = client.post(
+        "/campaigns/coupons/new/",
+        {
+            "name": "满 99 减 20",
+            "discount_kind": "amount",
+            "value": "20",
+            "min_spend": "99",
+            "valid_days": "30",
+            "is_active": "on",
+        },
+    )
+    assert response.status_code == 302
+    batch = CouponBatch.objects.get()
+    for customer in (world.customer_a, world.customer_b):
+        coupon_issue(batch=batch, customer_id=customer.pk)
+    with django_assert_max_num_queries(8):
+        page = client.get("/campaigns/coupons/")
+    row = next(b for b in page.context["page"].rows if b.pk == batch.pk)
+    assert (row.issued_count, row.redeemed_count) == (2, 0)
+
+
+def test_bad_batch_on_the_dashboard_shows_the_field_error(operator_user: Any) -> None:
+    response = _dashboard(operator_user).post(
+        "/campaigns/coupons/new/",
+        {"name": "x", "discount_kind": "percent", "value": "120", "valid_days": "30"},
+    )
+    assert response.status_code == 400
+    assert response.context["form"].errors["value"]
+    assert not CouponBatch.objects.exists()
+
+
+def test_staff_see_the_coupon_list_but_cannot_edit(world: World) -> None:
+    client = _dashboard(world.clerk_a.user)
+    assert client.get("/campaigns/coupons/").status_code == 200
+    assert client.get("/campaigns/coupons/new/").status_code == 403
