@@ -30,12 +30,19 @@ class Fact(StrEnum):
 
 #: Sent with ``customer_ids: frozenset[int]``, ``facts: frozenset[Fact]`` and
 #: ``activity_kinds: frozenset[str] | None`` (the kinds of the new activities when the
-#: writer knows them, so that a subscriber can ignore kinds it does not care about).
+#: writer knows them, so that a subscriber can ignore kinds it does not care about) and
+#: ``activity_ids: frozenset[int] | None``: given only with ``Fact.ACTIVITY`` alone, by a
+#: writer that only added activities (none changed or deleted), the ids of the new rows,
+#: so that a subscriber can fold in just those (the funnel does); ``None`` means "look at
+#: everything of these customers". Receivers must accept ``**kwargs``: more may come.
 facts_changed = Signal()
 
 
 def announce(
-    customer_ids: Iterable[int], *facts: Fact, activity_kinds: Iterable[str] | None = None
+    customer_ids: Iterable[int],
+    *facts: Fact,
+    activity_kinds: Iterable[str] | None = None,
+    activity_ids: Iterable[int] | None = None,
 ) -> None:
     ids = frozenset(customer_ids)
     if ids and facts:
@@ -44,4 +51,5 @@ def announce(
             customer_ids=ids,
             facts=frozenset(facts),
             activity_kinds=None if activity_kinds is None else frozenset(activity_kinds),
+            activity_ids=None if activity_ids is None else frozenset(activity_ids),
         )

@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 
 from customers.hooks import Fact
-from funnel.services import milestones_refresh
+from funnel.services import milestones_add_activities, milestones_refresh
 
 # Facts that can move a milestone. Follows and tags do not: acquisition is the
 # customer's acquired_at (kept as the earliest follow by the contact services), and the
@@ -22,6 +22,7 @@ def facts_changed_refresh(
     customer_ids: frozenset[int],
     facts: frozenset[Fact],
     activity_kinds: frozenset[str] | None = None,
+    activity_ids: frozenset[int] | None = None,
     **kwargs: Any,
 ) -> None:
     relevant = facts & _RELEVANT
@@ -34,5 +35,10 @@ def facts_changed_refresh(
         and activity_kinds is not None
         and activity_kinds <= set(settings.FUNNEL_SYSTEM_KINDS)
     ):
+        return
+    if facts == {Fact.ACTIVITY} and activity_ids is not None:
+        # Only new activities (their ids given): folded into the stored rows without
+        # re-reading each customer's other activities.
+        milestones_add_activities(customer_ids=customer_ids, activity_ids=activity_ids)
         return
     milestones_refresh(customer_ids=customer_ids)

@@ -118,6 +118,41 @@ def _in_ids(column: str, all_customers: bool) -> str:
     return f"{column} IN (SELECT value FROM json_each(%(ids)s))"
 
 
+def _kinds_sql() -> tuple[str, str, str]:
+    """(activation test, engagement test, the CTEs they need) for an activity ``a``."""
+    if connection.vendor == "postgresql":
+        # Kinds are matched against array parameters, not CTEs, so the scan can run in
+        # parallel (and elapsed times are intervals: see _since_at_least).
+        return "a.kind = ANY(%(act)s::text[])", "a.kind <> ALL(%(sys)s::text[])", ""
+    return (
+        "a.kind IN (SELECT value FROM act_kinds)",
+        "a.kind NOT IN (SELECT value FROM sys_kinds)",
+        f"act_kinds(value) AS ({_values_list('act')}),\n"
+        f"sys_kinds(value) AS ({_values_list('sys')}),\n",
+    )
+
+
+def _activity_aggregates(acq: str) -> str:
+    """The activity milestones of a group of activities ``a`` of one customer acquired at
+    ``acq``: activated_at, retained_at, engaged_weeks, engaged_months (NULL when none).
+    The full refresh aggregates all of a customer's activities, the delta path
+    (:func:`milestones_add_activities`) only the new ones, with the same expressions."""
+    v = _vendor_sql()
+    activation, engaged, _ctes = _kinds_sql()
+
+    def periods(days: int) -> str:
+        bit = v["shift"].format(n=_period_of(days, "a.occurred_at", acq))
+        inside = _in_periods(days, "a.occurred_at", acq)
+        return v["bit_or"].format(x=f"CASE WHEN {engaged} AND {inside} THEN {bit} END")
+
+    retention_us = settings.FUNNEL_RETENTION_DAYS * _US_PER_DAY
+    retained = f"{engaged} AND {_since_at_least(retention_us, 'a.occurred_at', acq)}"
+    return f"""MIN(CASE WHEN {activation} THEN a.occurred_at END) AS activated_at,
+        MIN(CASE WHEN {retained} THEN a.occurred_at END) AS retained_at,
+        {periods(WEEK_DAYS)} AS engaged_weeks,
+        {periods(MONTH_DAYS)} AS engaged_months"""
+
+
 def _fresh_sql(*, all_customers: bool) -> str:
     """SELECT of the recomputed milestone rows (``_MILESTONE_COLUMNS`` in order)."""
     v = _vendor_sql()
@@ -129,39 +164,13 @@ def _fresh_sql(*, all_customers: bool) -> str:
     gap = v["gap"].format(
         prev="LAG(o.paid_at) OVER (PARTITION BY o.customer_id ORDER BY o.paid_at, o.id)"
     )
-    if connection.vendor == "postgresql":
-        # Kinds are matched against array parameters, not CTEs, so the scan can run in
-        # parallel (and elapsed times are intervals: see _since_at_least).
-        activation = "a.kind = ANY(%(act)s::text[])"
-        engaged = "a.kind <> ALL(%(sys)s::text[])"
-        kinds_cte = ""
-    else:
-        activation = "a.kind IN (SELECT value FROM act_kinds)"
-        engaged = "a.kind NOT IN (SELECT value FROM sys_kinds)"
-        kinds_cte = (
-            f"act_kinds(value) AS ({_values_list('act')}),\n"
-            f"sys_kinds(value) AS ({_values_list('sys')}),\n"
-        )
-
-    def since_at_least(us: int) -> str:
-        return _since_at_least(us, "a.occurred_at", "ac.acquired_at")
-
-    def periods(days: int) -> str:
-        bit = v["shift"].format(n=_period_of(days, "a.occurred_at", "ac.acquired_at"))
-        inside = _in_periods(days, "a.occurred_at", "ac.acquired_at")
-        return v["bit_or"].format(x=f"CASE WHEN {engaged} AND {inside} THEN {bit} END")
-
-    retention_us = settings.FUNNEL_RETENTION_DAYS * _US_PER_DAY
+    kinds_cte = _kinds_sql()[2]
     true = "TRUE" if connection.vendor == "postgresql" else "1"
     false = "FALSE" if connection.vendor == "postgresql" else "0"
     return f"""
 WITH {kinds_cte}acts AS (
     SELECT a.customer_id,
-        MIN(CASE WHEN {activation} THEN a.occurred_at END) AS activated_at,
-        MIN(CASE WHEN {engaged} AND {since_at_least(retention_us)} THEN a.occurred_at END)
-            AS retained_at,
-        {periods(WEEK_DAYS)} AS engaged_weeks,
-        {periods(MONTH_DAYS)} AS engaged_months
+        {_activity_aggregates("ac.acquired_at")}
     FROM {tables["activity"]} a
     JOIN {tables["customer"]} ac ON ac.id = a.customer_id
     -- The id list on both sides: PostgreSQL does not carry "= ANY" across the join, and
@@ -208,29 +217,7 @@ base AS (
     LEFT JOIN referrals ON referrals.customer_id = c.id
     WHERE {_in_ids("c.id", all_customers)}
 ),
-r2 AS (
-    SELECT base.*, {_later("acquired_at", "activated_at")} AS reached_activation_at FROM base
-),
-r3 AS (
-    SELECT r2.*, {_later("reached_activation_at", "retained_at")} AS reached_retention_at
-    FROM r2
-),
-r4 AS (
-    SELECT r3.*, {_later("reached_retention_at", "revenue_at")} AS reached_revenue_at FROM r3
-),
-r5 AS (
-    SELECT r4.*, {_later("reached_revenue_at", "referral_at")} AS reached_referral_at FROM r4
-)
-SELECT customer_id, acquired_at, channel_id, store_id, owner_id, is_referred, lost_at,
-    activated_at, retained_at, revenue_at, repurchase_at, referral_at,
-    reached_activation_at, reached_retention_at, reached_revenue_at, reached_referral_at,
-    CASE WHEN reached_referral_at IS NOT NULL THEN 5
-         WHEN reached_revenue_at IS NOT NULL THEN 4
-         WHEN reached_retention_at IS NOT NULL THEN 3
-         WHEN reached_activation_at IS NOT NULL THEN 2
-         ELSE 1 END AS stage,
-    engaged_weeks, engaged_months, paid_orders, last_paid_at, purchase_interval
-FROM r5
+{_stages_from_base()}
 """
 
 
@@ -296,6 +283,35 @@ def _later(previous: str, milestone: str) -> str:
     )
 
 
+def _stages_from_base() -> str:
+    """The rest of a milestone SELECT after a ``base`` CTE of the milestone times and the
+    other columns: when each stage was reached, and the stage."""
+    return f"""r2 AS (
+    SELECT base.*, {_later("acquired_at", "activated_at")} AS reached_activation_at FROM base
+),
+r3 AS (
+    SELECT r2.*, {_later("reached_activation_at", "retained_at")} AS reached_retention_at
+    FROM r2
+),
+r4 AS (
+    SELECT r3.*, {_later("reached_retention_at", "revenue_at")} AS reached_revenue_at FROM r3
+),
+r5 AS (
+    SELECT r4.*, {_later("reached_revenue_at", "referral_at")} AS reached_referral_at FROM r4
+)
+SELECT customer_id, acquired_at, channel_id, store_id, owner_id, is_referred, lost_at,
+    activated_at, retained_at, revenue_at, repurchase_at, referral_at,
+    reached_activation_at, reached_retention_at, reached_revenue_at, reached_referral_at,
+    CASE WHEN reached_referral_at IS NOT NULL THEN 5
+         WHEN reached_revenue_at IS NOT NULL THEN 4
+         WHEN reached_retention_at IS NOT NULL THEN 3
+         WHEN reached_activation_at IS NOT NULL THEN 2
+         ELSE 1 END AS stage,
+    engaged_weeks, engaged_months, paid_orders, last_paid_at, purchase_interval
+FROM r5
+"""
+
+
 def _values_list(name: str) -> str:
     kinds = _kinds()[name]
     if not kinds:
@@ -351,6 +367,101 @@ def milestones_refresh(
             for start in range(0, len(ids), CHUNK):
                 _refresh(ids[start : start + CHUNK], now, result)
     return result
+
+
+def milestones_add_activities(
+    *,
+    customer_ids: Iterable[int],
+    activity_ids: Iterable[int],
+    now: datetime | None = None,
+) -> RefreshResult:
+    """Fold newly stored activities into their customers' milestones, in the caller's
+    transaction: the same rows and stage changes as :func:`milestones_refresh` of these
+    customers, without re-reading their other activities.
+
+    Only for activities that were just added (``activities_record``): adding activities
+    can only move activation and retention earlier and set engagement bits, so the stored
+    row merged with an aggregate of the new activities alone (earliest of the two times,
+    OR of the bit sets; the same expressions as the full refresh) is the recomputed row.
+    An activity changed or deleted needs :func:`milestones_refresh`. Customers without a
+    stored row, or whose row has another acquisition time than the customer (a change not
+    refreshed yet), are refreshed in full.
+    """
+    now = now or timezone.now()
+    result = RefreshResult()
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return result
+    postgres = connection.vendor == "postgresql"
+    with transaction.atomic(), connection.cursor() as cursor:
+        previous = _settings(cursor, _FEW_SETTINGS) if postgres else {}
+        # The same row locks as a refresh of these customers: a concurrent refresh or
+        # delta of one of them waits, and the statements below see what it committed.
+        _serialize(cursor, ids)
+        activities = sorted(set(activity_ids))
+        params = _params(ids)
+        params["activities"] = (
+            activities if postgres else "[" + ",".join(str(int(i)) for i in activities) + "]"
+        )
+        cursor.execute(f"DROP TABLE IF EXISTS {_FRESH}")
+        cursor.execute(f"CREATE TEMPORARY TABLE {_FRESH} AS {_delta_sql()}", params)
+        cursor.execute(f"SELECT customer_id FROM {_FRESH}")
+        folded = {row[0] for row in cursor.fetchall()}
+        _write_fresh(cursor, now, result, empty=False)
+        # Every announced customer has a new activity: those not folded in have no row (or
+        # a stale one) and are refreshed in full.
+        missing = [i for i in ids if i not in folded]
+        for start in range(0, len(missing), CHUNK):
+            _refresh_through_temp(cursor, missing[start : start + CHUNK], now, result, empty=False)
+        if postgres:
+            _settings(cursor, previous)
+    return result
+
+
+def _delta_sql() -> str:
+    """SELECT of the milestone rows of the customers ``%(ids)s`` with the activities
+    ``%(activities)s`` folded in (``_MILESTONE_COLUMNS`` in order): of the customers with
+    a stored row whose acquisition time is the customer's (others are left out)."""
+    milestones, activity = Milestones._meta.db_table, Activity._meta.db_table
+    customer = Customer._meta.db_table
+    if connection.vendor == "postgresql":
+        in_activities = "a.id = ANY(%(activities)s)"
+    else:
+        in_activities = "a.id IN (SELECT value FROM json_each(%(activities)s))"
+    return f"""
+WITH {_kinds_sql()[2]}new AS (
+    SELECT a.customer_id,
+        {_activity_aggregates("nm.acquired_at")}
+    FROM {activity} a
+    JOIN {milestones} nm ON nm.customer_id = a.customer_id
+    -- The customer rows are in the buffers (just locked). NOT DISTINCT: not an index
+    -- condition, so that the look-up is by id, not through the acquired_at index.
+    JOIN {customer} c ON c.id = a.customer_id
+        AND NOT (c.acquired_at {_vendor_sql()["distinct"]} nm.acquired_at)
+    WHERE {in_activities} AND {_in_ids("a.customer_id", False)}
+    GROUP BY a.customer_id
+),
+base AS (
+    SELECT m.customer_id, m.acquired_at, m.channel_id, m.store_id, m.owner_id,
+        m.is_referred, m.lost_at,
+        {_earliest("m.activated_at", "n.activated_at")} AS activated_at,
+        {_earliest("m.retained_at", "n.retained_at")} AS retained_at,
+        m.revenue_at, m.repurchase_at, m.referral_at,
+        m.engaged_weeks | COALESCE(n.engaged_weeks, 0) AS engaged_weeks,
+        m.engaged_months | COALESCE(n.engaged_months, 0) AS engaged_months,
+        m.paid_orders, m.last_paid_at, m.purchase_interval
+    FROM new n JOIN {milestones} m ON m.customer_id = n.customer_id
+),
+{_stages_from_base()}
+"""
+
+
+def _earliest(stored: str, new: str) -> str:
+    """The earlier of two times, either of which may be NULL (portable: no LEAST)."""
+    return (
+        f"CASE WHEN {new} IS NULL OR ({stored} IS NOT NULL AND {stored} <= {new}) "
+        f"THEN {stored} ELSE {new} END"
+    )
 
 
 # Any constant: the advisory lock a refresh shares and a rebuild holds alone.
@@ -500,9 +611,7 @@ def _steps() -> str:
 def _refresh_through_temp(
     cursor: Any, ids: list[int] | None, now: datetime, result: RefreshResult, *, empty: bool
 ) -> None:
-    milestones = Milestones._meta.db_table
     params = _params(ids)
-    distinct = _vendor_sql()["distinct"]
     # The fresh rows land in a temporary table first so that the stage changes can be
     # read against the stored rows before these are overwritten.
     cursor.execute(f"DROP TABLE IF EXISTS {_FRESH}")
@@ -510,6 +619,15 @@ def _refresh_through_temp(
         f"CREATE TEMPORARY TABLE {_FRESH} AS {_fresh_sql(all_customers=ids is None)}",
         params,
     )
+    _write_fresh(cursor, now, result, empty=empty)
+    _sync_paid_periods(cursor, ids, params, empty=empty)
+
+
+def _write_fresh(cursor: Any, now: datetime, result: RefreshResult, *, empty: bool) -> None:
+    """Record the stage changes from the stored rows to those of the ``_FRESH`` table, then
+    write the rows that differ (and drop ``_FRESH``)."""
+    milestones = Milestones._meta.db_table
+    distinct = _vendor_sql()["distinct"]
     fresh_rows = _count(cursor, _FRESH)
     result.customers += fresh_rows
     if connection.vendor == "postgresql" and fresh_rows > 50_000:
@@ -544,7 +662,6 @@ def _refresh_through_temp(
     )
     result.changed += max(cursor.rowcount, 0)
     cursor.execute(f"DROP TABLE {_FRESH}")
-    _sync_paid_periods(cursor, ids, params, empty=empty)
 
 
 _FRESH_PAID = "funnel_fresh_paid"

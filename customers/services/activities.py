@@ -92,10 +92,14 @@ def activities_record(*, rows: Sequence[ActivityInput]) -> UpsertResult:
             )
         )
     result.ids = [existing[k] for k in keys]
+    # The new rows' ids let the funnel fold in just them. After a concurrent import of the
+    # same key the id is that import's row, committed and identical: folding it in again
+    # changes nothing.
     announce(
         {a["customer_id"] for a in new.values()},
         Fact.ACTIVITY,
         activity_kinds={a["kind"] for a in new.values()},
+        activity_ids=[existing[k] for k in new],
     )
     return result
 

@@ -12,6 +12,8 @@ import pytest
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
+from customers.models import ActivityKind, ActivitySource
+from customers.services.activities import ActivityInput, activities_record
 from customers.services.orders import OrderInput, orders_upsert
 from funnel.models import Milestones
 from funnel.services import milestones_refresh
@@ -72,4 +74,59 @@ def test_two_transactions_adding_orders_to_one_customer_both_count() -> None:
     assert row.paid_orders == 2
     assert row.repurchase_at is not None
     # And it is what a rebuild computes.
+    assert milestones_refresh(customer_ids=[customer.pk]).changed == 0
+
+
+def test_two_transactions_adding_activities_to_one_customer_both_count() -> None:
+    """Each folds only its own new activities into the stored row: the second must wait
+    for the first's row lock and fold into what the first committed."""
+    customer = CustomerFactory(acquired_at=timezone.now() - timedelta(days=30))
+    milestones_refresh(customer_ids=[customer.pk])
+    first_written = threading.Event()
+    errors: list[BaseException] = []
+
+    def record(kind: str, days_ago: int) -> None:
+        activities_record(
+            rows=[
+                ActivityInput(
+                    customer_id=customer.pk,
+                    kind=kind,
+                    occurred_at=timezone.now() - timedelta(days=days_ago),
+                    source=ActivitySource.API,
+                )
+            ]
+        )
+
+    def first() -> None:
+        try:
+            with transaction.atomic():
+                record(ActivityKind.MESSAGE_RECEIVED, 25)
+                first_written.set()
+                time.sleep(0.5)
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+            first_written.set()
+        finally:
+            connections.close_all()
+
+    def second() -> None:
+        try:
+            first_written.wait(5)
+            with transaction.atomic():
+                record(ActivityKind.PAGE_VIEWED, 10)
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+
+    assert not errors
+    row = Milestones.objects.get(customer_id=customer.pk)
+    assert row.activated_at is not None
+    assert row.retained_at is not None
     assert milestones_refresh(customer_ids=[customer.pk]).changed == 0
