@@ -26,6 +26,7 @@ from campaigns.models import (
     StepAction,
     TriggerKind,
 )
+from campaigns.services.levers import COUPON_BATCH_FIELDS
 from channels.models import Channel
 from customers.models import Staff, Store, Tag
 from funnel.models import Stage
@@ -198,16 +199,7 @@ class CouponBatchForm(_Form):
     total_limit = forms.IntegerField(label=_("Issue at most"), min_value=1, required=False)
     is_active = forms.BooleanField(label=_("Active"), required=False, initial=True)
 
-    FIELDS = (
-        "name",
-        "campaign",
-        "discount_kind",
-        "value",
-        "min_spend",
-        "valid_days",
-        "total_limit",
-        "is_active",
-    )
+    FIELDS = COUPON_BATCH_FIELDS
 
     @classmethod
     def initial_for(cls, batch: CouponBatch) -> dict[str, Any]:

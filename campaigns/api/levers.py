@@ -49,19 +49,7 @@ LEDGER_LINES = 100
 class CouponBatchSerializer(serializers.ModelSerializer[CouponBatch]):
     class Meta:
         model = CouponBatch
-        fields = [
-            "id",
-            "name",
-            "campaign",
-            "discount_kind",
-            "value",
-            "min_spend",
-            "valid_days",
-            "total_limit",
-            "is_active",
-            "created_at",
-            "updated_at",
-        ]
+        fields = ["id", *levers.COUPON_BATCH_FIELDS, "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]
 
 

@@ -37,7 +37,8 @@ def _normalize_code(code: str) -> str:
 
 # --- coupon batches --------------------------------------------------------------------
 
-_BATCH_FIELDS = (
+#: The fields of a coupon batch that people set (the API and the dashboard form take these).
+COUPON_BATCH_FIELDS = (
     "name",
     "campaign",
     "discount_kind",
@@ -71,7 +72,7 @@ def _batch_errors(batch: CouponBatch) -> dict[str, str]:
 @transaction.atomic
 def coupon_batch_create(*, data: Mapping[str, Any]) -> CouponBatch:
     """A new kind of coupon (``name``, ``value``, and optionally the other fields)."""
-    unknown = set(data) - set(_BATCH_FIELDS)
+    unknown = set(data) - set(COUPON_BATCH_FIELDS)
     if unknown:
         raise ValidationError(dict.fromkeys(sorted(unknown), "Unknown field."))
     batch = CouponBatch(**data)
@@ -86,7 +87,7 @@ def coupon_batch_create(*, data: Mapping[str, Any]) -> CouponBatch:
 def coupon_batch_update(*, batch: CouponBatch, data: Mapping[str, Any]) -> list[str]:
     """Apply the given fields; returns those that changed. Coupons already issued keep
     their own expiry; a lower ``total_limit`` only stops further issues."""
-    unknown = set(data) - set(_BATCH_FIELDS)
+    unknown = set(data) - set(COUPON_BATCH_FIELDS)
     if unknown:
         raise ValidationError(dict.fromkeys(sorted(unknown), "Unknown field."))
     # Under the same lock coupon_issue takes, so a limit change and an issue serialize.
