@@ -32,6 +32,7 @@ from itertools import islice
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils.translation import gettext_lazy as _
 
 from campaigns.models import (
     CampaignMember,
@@ -72,6 +73,16 @@ class Outcome:
     HOLDOUT = "holdout"  # held out of the campaign: nothing is sent
 
 
+#: How the preview page names each outcome (the CSV keeps the codes, for spreadsheets).
+OUTCOME_LABELS = {
+    Outcome.SCHEDULED: _("Scheduled"),
+    Outcome.DEFERRED: _("Deferred to the end of quiet hours"),
+    Outcome.SKIPPED_QUIET: _("Skipped: quiet hours"),
+    Outcome.OVER_QUOTA: _("Over the message quota"),
+    Outcome.HOLDOUT: _("Held out (control group)"),
+}
+
+
 @dataclass(frozen=True)
 class PreviewRow:
     customer_id: int
@@ -87,6 +98,10 @@ class PreviewRow:
     collides_with: tuple[str, ...] = ()
     #: Moved to the end of the quiet hours (even when then over quota).
     quiet_deferred: bool = False
+
+    @property
+    def outcome_label(self) -> str:
+        return str(OUTCOME_LABELS.get(self.outcome, self.outcome))
 
     @property
     def collision(self) -> bool:
