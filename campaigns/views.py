@@ -10,7 +10,7 @@ to-dos are the staff member's own.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -108,6 +108,22 @@ def _percent(rate: float | None) -> str:
 # --- Content library -------------------------------------------------------------------
 
 
+def _save(
+    request: HttpRequest, form: Any, save: Callable[[dict[str, Any]], Any], message: str
+) -> tuple[bool, Any]:
+    """Validate ``form``, write through the service ``save``, say ``message``: (True, what
+    save returned), or (False, None) with the service's field errors put on the form."""
+    if not form.is_valid():
+        return False, None
+    try:
+        result = save(dict(form.cleaned_data))
+    except ValidationError as exc:
+        apply_service_errors(exc, form)
+        return False, None
+    messages.success(request, message)
+    return True, result
+
+
 @dashboard_view()
 @require_GET
 def content_list(request: HttpRequest) -> HttpResponse:
@@ -169,18 +185,18 @@ def content_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         initial = ContentForm.initial_for(content) if content else {}
         return _content_form_page(request, ContentForm(initial=initial), content)
     form = ContentForm(request.POST)
-    if form.is_valid():
-        data = dict(form.cleaned_data)
-        try:
-            if content is None:
-                content = content_services.content_create(data=data, user=request.user)
-            else:
-                content_services.content_update(content=content, data=data)
-        except ValidationError as exc:
-            apply_service_errors(exc, form)
-        else:
-            messages.success(request, gettext("Content saved."))
-            return redirect("campaigns:content_list")
+    saved, _result = _save(
+        request,
+        form,
+        lambda data: (
+            content_services.content_create(data=data, user=request.user)
+            if content is None
+            else content_services.content_update(content=content, data=data)
+        ),
+        gettext("Content saved."),
+    )
+    if saved:
+        return redirect("campaigns:content_list")
     return _content_form_page(request, form, content, status=400)
 
 
@@ -422,19 +438,19 @@ def campaign_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         form = CampaignForm(initial=initial)
     else:
         form = CampaignForm(request.POST)
-        if form.is_valid():
-            try:
-                if campaign is None:
-                    campaign = campaign_services.campaign_create(
-                        data=form.cleaned_data, user=request.user
-                    )
-                else:
-                    campaign_services.campaign_update(campaign=campaign, data=form.cleaned_data)
-            except ValidationError as exc:
-                apply_service_errors(exc, form)
-            else:
-                messages.success(request, gettext("Campaign saved."))
-                return redirect("campaigns:campaign_detail", pk=campaign.pk)
+        saved, created = _save(
+            request,
+            form,
+            lambda data: (
+                campaign_services.campaign_create(data=data, user=request.user)
+                if campaign is None
+                else campaign_services.campaign_update(campaign=campaign, data=data)
+            ),
+            gettext("Campaign saved."),
+        )
+        if saved:
+            pk = created.pk if campaign is None else campaign.pk
+            return redirect("campaigns:campaign_detail", pk=pk)
     status = 400 if form.is_bound else 200
     context = {"form": form, "campaign": campaign, "tab": "campaigns"}
     return render(request, "campaigns/campaign_form.html", context, status=status)
@@ -479,17 +495,18 @@ def coupon_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         form = CouponBatchForm(initial=CouponBatchForm.initial_for(batch) if batch else {})
     else:
         form = CouponBatchForm(request.POST)
-        if form.is_valid():
-            try:
-                if batch is None:
-                    levers.coupon_batch_create(data=form.cleaned_data)
-                else:
-                    levers.coupon_batch_update(batch=batch, data=form.cleaned_data)
-            except ValidationError as exc:
-                apply_service_errors(exc, form)
-            else:
-                messages.success(request, gettext("Coupon batch saved."))
-                return redirect("campaigns:coupons")
+        saved, _result = _save(
+            request,
+            form,
+            lambda data: (
+                levers.coupon_batch_create(data=data)
+                if batch is None
+                else levers.coupon_batch_update(batch=batch, data=data)
+            ),
+            gettext("Coupon batch saved."),
+        )
+        if saved:
+            return redirect("campaigns:coupons")
     status = 400 if form.is_bound else 200
     context = {"form": form, "batch": batch, "tab": "coupons"}
     return render(request, "campaigns/coupon_form.html", context, status=status)

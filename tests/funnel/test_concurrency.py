@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 
@@ -34,16 +35,17 @@ def _order(external_id: str, customer_id: int, days: int) -> OrderInput:
     )
 
 
-def test_two_transactions_adding_orders_to_one_customer_both_count() -> None:
-    customer = CustomerFactory()
-    milestones_refresh(customer_ids=[customer.pk])
+def _race(first_write: Callable[[], None], second_write: Callable[[], None]) -> None:
+    """Run two writers in their own transactions (threads, so their own connections): the
+    first writes and holds its transaction open while the second writes; re-raise what
+    either raised."""
     first_written = threading.Event()
     errors: list[BaseException] = []
 
     def first() -> None:
         try:
             with transaction.atomic():
-                orders_upsert(rows=[_order("race-a", customer.pk, 20)])
+                first_write()
                 first_written.set()
                 # Still uncommitted while the second writer computes its refresh.
                 time.sleep(0.5)
@@ -57,7 +59,7 @@ def test_two_transactions_adding_orders_to_one_customer_both_count() -> None:
         try:
             first_written.wait(5)
             with transaction.atomic():
-                orders_upsert(rows=[_order("race-b", customer.pk, 10)])
+                second_write()
         except BaseException as error:
             errors.append(error)
         finally:
@@ -68,8 +70,16 @@ def test_two_transactions_adding_orders_to_one_customer_both_count() -> None:
         thread.start()
     for thread in threads:
         thread.join(20)
-
     assert not errors
+
+
+def test_two_transactions_adding_orders_to_one_customer_both_count() -> None:
+    customer = CustomerFactory()
+    milestones_refresh(customer_ids=[customer.pk])
+    _race(
+        lambda: orders_upsert(rows=[_order("race-a", customer.pk, 20)]),
+        lambda: orders_upsert(rows=[_order("race-b", customer.pk, 10)]),
+    )
     row = Milestones.objects.get(customer_id=customer.pk)
     assert row.paid_orders == 2
     assert row.repurchase_at is not None
@@ -82,8 +92,6 @@ def test_two_transactions_adding_activities_to_one_customer_both_count() -> None
     for the first's row lock and fold into what the first committed."""
     customer = CustomerFactory(acquired_at=timezone.now() - timedelta(days=30))
     milestones_refresh(customer_ids=[customer.pk])
-    first_written = threading.Event()
-    errors: list[BaseException] = []
 
     def record(kind: str, days_ago: int) -> None:
         activities_record(
@@ -97,35 +105,10 @@ def test_two_transactions_adding_activities_to_one_customer_both_count() -> None
             ]
         )
 
-    def first() -> None:
-        try:
-            with transaction.atomic():
-                record(ActivityKind.MESSAGE_RECEIVED, 25)
-                first_written.set()
-                time.sleep(0.5)
-        except BaseException as error:  # reported by the main thread
-            errors.append(error)
-            first_written.set()
-        finally:
-            connections.close_all()
-
-    def second() -> None:
-        try:
-            first_written.wait(5)
-            with transaction.atomic():
-                record(ActivityKind.PAGE_VIEWED, 10)
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(20)
-
-    assert not errors
+    _race(
+        lambda: record(ActivityKind.MESSAGE_RECEIVED, 25),
+        lambda: record(ActivityKind.PAGE_VIEWED, 10),
+    )
     row = Milestones.objects.get(customer_id=customer.pk)
     assert row.activated_at is not None
     assert row.retained_at is not None
