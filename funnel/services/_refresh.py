@@ -1,0 +1,51 @@
+"""The full refresh of some customers (or of everyone)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from funnel.services._rebuild import _refresh_everyone_pg
+from funnel.services._sql import CHUNK
+from funnel.services._write import (
+    _FEW_SETTINGS,
+    RefreshResult,
+    _refresh_through_temp,
+    _serialize,
+    _settings,
+)
+
+
+def milestones_refresh(
+    *, customer_ids: Iterable[int] | None = None, now: datetime | None = None
+) -> RefreshResult:
+    """Recompute the milestones of these customers (of every customer with ``None``), write
+    the rows that differ and record the stage changes, in the caller's transaction."""
+    now = now or timezone.now()
+    result = RefreshResult()
+    with transaction.atomic():
+        if customer_ids is None:
+            _refresh(None, now, result)
+        else:
+            ids = sorted(set(customer_ids))
+            for start in range(0, len(ids), CHUNK):
+                _refresh(ids[start : start + CHUNK], now, result)
+    return result
+
+
+def _refresh(ids: list[int] | None, now: datetime, result: RefreshResult) -> None:
+    with connection.cursor() as cursor:
+        if connection.vendor != "postgresql":
+            _serialize(cursor, ids)
+            _refresh_through_temp(cursor, ids, now, result, empty=False)
+        elif ids is None:
+            _refresh_everyone_pg(cursor, now, result)
+        else:
+            # Restored on success only: a failed transaction rolls SET LOCAL back itself.
+            previous = _settings(cursor, _FEW_SETTINGS)
+            _serialize(cursor, ids)
+            _refresh_through_temp(cursor, ids, now, result, empty=False)
+            _settings(cursor, previous)

@@ -1,0 +1,380 @@
+"""The SQL of the funnel's milestones: the one recomputation from the raw tables (the
+full refresh), the fold of new activities into stored rows (the delta path), and the
+few fragments PostgreSQL and SQLite spell differently. Statements, not execution."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+
+from customers.models import Activity, Customer, Order, OrderStatus
+from funnel.models import Milestones
+
+# Bits of a signed 64-bit integer a period set may use (bit 63 is the sign).
+PERIODS = 62
+WEEK_DAYS = 7
+MONTH_DAYS = 30
+# Customers refreshed per round of statements: bounds the id list and the rows in Python.
+CHUNK = 20_000
+_US_PER_DAY = 86_400 * 1_000_000
+
+_MILESTONE_COLUMNS = (
+    "customer_id",
+    "acquired_at",
+    "channel_id",
+    "store_id",
+    "owner_id",
+    "is_referred",
+    "lost_at",
+    "activated_at",
+    "retained_at",
+    "revenue_at",
+    "repurchase_at",
+    "referral_at",
+    "reached_activation_at",
+    "reached_retention_at",
+    "reached_revenue_at",
+    "reached_referral_at",
+    "stage",
+    "engaged_weeks",
+    "engaged_months",
+    "paid_orders",
+    "last_paid_at",
+    "purchase_interval",
+)
+
+
+def _vendor_sql() -> dict[str, str]:
+    """The few fragments PostgreSQL and SQLite spell differently."""
+    if connection.vendor == "postgresql":
+        return {
+            # Exact microseconds between two timestamptz values.
+            "us_between": "(EXTRACT(EPOCH FROM ({a} - {b})) * 1000000)",
+            "bit_or": "BIT_OR({x})",
+            "period": "FLOOR(({diff}) / {length})",
+            "distinct": "IS DISTINCT FROM",
+            "shift": "(1::bigint << ({n})::int)",
+            "gap": "(o.paid_at - {prev})",
+            # The median interval, to the whole second (SQLite's twin below agrees).
+            "median": "date_trunc('second', percentile_cont(0.5) WITHIN GROUP (ORDER BY {x}))",
+        }
+    # SQLite keeps datetimes as 'YYYY-MM-DD HH:MM:SS[.ffffff]' text in UTC: whole seconds
+    # from strftime, plus the fraction read as an integer (absent means .000000). strftime
+    # reads only the first 19 characters: given the fraction it rounds to the millisecond,
+    # so '...:59.9995' would count as the next second, and the fraction twice.
+    us = (
+        "(CAST(strftime('%%s', substr({x}, 1, 19)) AS INTEGER) * 1000000"
+        " + CAST(substr({x} || '.000000', 21, 6) AS INTEGER))"
+    )
+    return {
+        "us_between": "(" + us.format(x="{a}") + " - " + us.format(x="{b}") + ")",
+        # Distinct powers of two summed are their bitwise OR; SQLite has no BIT_OR.
+        "bit_or": "SUM(DISTINCT {x})",
+        # Integer division of non-negative integers is the floor.
+        "period": "(({diff}) / {length})",
+        "distinct": "IS NOT",
+        "shift": "(1 << ({n}))",
+        # DurationField is integer microseconds in SQLite.
+        "gap": "(" + us.format(x="o.paid_at") + " - " + us.format(x="{prev}") + ")",
+        # scrm_median_seconds is registered on every SQLite connection (funnel.apps).
+        "median": "(scrm_median_seconds({x}) * 1000000)",
+    }
+
+
+def _in_ids(column: str, all_customers: bool) -> str:
+    if all_customers:
+        return "TRUE" if connection.vendor == "postgresql" else "1"
+    if connection.vendor == "postgresql":
+        return f"{column} = ANY(%(ids)s)"
+    return f"{column} IN (SELECT value FROM json_each(%(ids)s))"
+
+
+def _kinds_sql() -> tuple[str, str, str]:
+    """(activation test, engagement test, the CTEs they need) for an activity ``a``."""
+    if connection.vendor == "postgresql":
+        # Kinds are matched against array parameters, not CTEs, so the scan can run in
+        # parallel (and elapsed times are intervals: see _since_at_least).
+        return "a.kind = ANY(%(act)s::text[])", "a.kind <> ALL(%(sys)s::text[])", ""
+    return (
+        "a.kind IN (SELECT value FROM act_kinds)",
+        "a.kind NOT IN (SELECT value FROM sys_kinds)",
+        f"act_kinds(value) AS ({_values_list('act')}),\n"
+        f"sys_kinds(value) AS ({_values_list('sys')}),\n",
+    )
+
+
+def _activity_aggregates(acq: str) -> str:
+    """The activity milestones of a group of activities ``a`` of one customer acquired at
+    ``acq``: activated_at, retained_at, engaged_weeks, engaged_months (NULL when none).
+    The full refresh aggregates all of a customer's activities, the delta path
+    (:func:`milestones_add_activities`) only the new ones, with the same expressions."""
+    v = _vendor_sql()
+    activation, engaged, _ctes = _kinds_sql()
+
+    def periods(days: int) -> str:
+        bit = v["shift"].format(n=_period_of(days, "a.occurred_at", acq))
+        inside = _in_periods(days, "a.occurred_at", acq)
+        return v["bit_or"].format(x=f"CASE WHEN {engaged} AND {inside} THEN {bit} END")
+
+    retention_us = settings.FUNNEL_RETENTION_DAYS * _US_PER_DAY
+    retained = f"{engaged} AND {_since_at_least(retention_us, 'a.occurred_at', acq)}"
+    return f"""MIN(CASE WHEN {activation} THEN a.occurred_at END) AS activated_at,
+        MIN(CASE WHEN {retained} THEN a.occurred_at END) AS retained_at,
+        {periods(WEEK_DAYS)} AS engaged_weeks,
+        {periods(MONTH_DAYS)} AS engaged_months"""
+
+
+def _fresh_sql(*, all_customers: bool) -> str:
+    """SELECT of the recomputed milestone rows (``_MILESTONE_COLUMNS`` in order)."""
+    v = _vendor_sql()
+    tables = {
+        "customer": Customer._meta.db_table,
+        "activity": Activity._meta.db_table,
+        "order": Order._meta.db_table,
+    }
+    gap = v["gap"].format(
+        prev="LAG(o.paid_at) OVER (PARTITION BY o.customer_id ORDER BY o.paid_at, o.id)"
+    )
+    kinds_cte = _kinds_sql()[2]
+    true = "TRUE" if connection.vendor == "postgresql" else "1"
+    false = "FALSE" if connection.vendor == "postgresql" else "0"
+    return f"""
+WITH {kinds_cte}acts AS (
+    SELECT a.customer_id,
+        {_activity_aggregates("ac.acquired_at")}
+    FROM {tables["activity"]} a
+    JOIN {tables["customer"]} ac ON ac.id = a.customer_id
+    -- The id list on both sides: PostgreSQL does not carry "= ANY" across the join, and
+    -- without it merge-joined a thousand customers' activities to the whole customer index.
+    WHERE {_in_ids("a.customer_id", all_customers)} AND {_in_ids("ac.id", all_customers)}
+    GROUP BY a.customer_id
+),
+paid AS (
+    SELECT o.customer_id, o.paid_at,
+        ROW_NUMBER() OVER (PARTITION BY o.customer_id ORDER BY o.paid_at, o.id) AS n,
+        {gap} AS gap
+    FROM {tables["order"]} o
+    WHERE o.status = '{OrderStatus.PAID.value}' AND {_in_ids("o.customer_id", all_customers)}
+),
+orders AS (
+    SELECT customer_id,
+        MIN(CASE WHEN n = 1 THEN paid_at END) AS revenue_at,
+        MIN(CASE WHEN n = 2 THEN paid_at END) AS repurchase_at,
+        COUNT(*) AS paid_orders,
+        MAX(paid_at) AS last_paid_at,
+        {v["median"].format(x="gap")} AS purchase_interval
+    FROM paid GROUP BY customer_id
+),
+referrals AS (
+    SELECT r.referred_by_id AS customer_id, MIN(r.acquired_at) AS referral_at
+    FROM {tables["customer"]} r
+    WHERE r.referred_by_id IS NOT NULL AND {_in_ids("r.referred_by_id", all_customers)}
+    GROUP BY r.referred_by_id
+),
+base AS (
+    SELECT c.id AS customer_id, c.acquired_at, c.source_channel_id AS channel_id,
+        c.store_id, c.owner_id,
+        CASE WHEN c.referred_by_id IS NULL THEN {false} ELSE {true} END AS is_referred,
+        c.lost_at,
+        acts.activated_at, acts.retained_at,
+        orders.revenue_at, orders.repurchase_at, referrals.referral_at,
+        COALESCE(acts.engaged_weeks, 0) AS engaged_weeks,
+        COALESCE(acts.engaged_months, 0) AS engaged_months,
+        COALESCE(orders.paid_orders, 0) AS paid_orders,
+        orders.last_paid_at, orders.purchase_interval
+    FROM {tables["customer"]} c
+    LEFT JOIN acts ON acts.customer_id = c.id
+    LEFT JOIN orders ON orders.customer_id = c.id
+    LEFT JOIN referrals ON referrals.customer_id = c.id
+    WHERE {_in_ids("c.id", all_customers)}
+),
+{_stages_from_base()}
+"""
+
+
+# Elapsed time from ``acq`` to ``at``, exactly. Over 10,000,000 activities a rebuild is
+# per-row arithmetic: PostgreSQL compares intervals instead of NUMERIC microseconds
+# (EXTRACT returns NUMERIC), both exact. A timestamptz difference is whole days plus under
+# a day (justified), so for a non-negative one floor(elapsed / n days) is
+# floor(its days / n). SQLite computes integer microseconds.
+
+
+def _since_at_least(us: int, at: str, acq: str) -> str:
+    """``at`` is at least ``us`` microseconds after ``acq``."""
+    if connection.vendor == "postgresql":
+        return f"({at} - {acq}) >= INTERVAL '{us} microseconds'"
+    return f"({_vendor_sql()['us_between'].format(a=at, b=acq)}) >= {us}"
+
+
+def _since_below(us: int, at: str, acq: str) -> str:
+    """``at`` is less than ``us`` microseconds after ``acq``."""
+    if connection.vendor == "postgresql":
+        return f"({at} - {acq}) < INTERVAL '{us} microseconds'"
+    return f"({_vendor_sql()['us_between'].format(a=at, b=acq)}) < {us}"
+
+
+def _period_of(days: int, at: str, acq: str) -> str:
+    """The whole periods of ``days`` from ``acq`` to ``at`` (not before ``acq``)."""
+    if connection.vendor == "postgresql":
+        return f"(date_part('day', {at} - {acq})::int / {days})"
+    v = _vendor_sql()
+    return v["period"].format(diff=v["us_between"].format(a=at, b=acq), length=days * _US_PER_DAY)
+
+
+def _in_periods(days: int, at: str, acq: str) -> str:
+    """``at`` falls in one of the ``PERIODS`` periods of ``days`` after ``acq``."""
+    return (
+        f"{_since_at_least(0, at, acq)} AND {_since_below(days * _US_PER_DAY * PERIODS, at, acq)}"
+    )
+
+
+def _fresh_paid_sql(*, all_customers: bool) -> str:
+    """SELECT of the recomputed paid periods (``PaidPeriod`` rows: customer_id,
+    acquired_at, days, n, amount) of the customers (of everyone)."""
+    order, customer = Order._meta.db_table, Customer._meta.db_table
+    selects = [
+        f"""SELECT o.customer_id, pc.acquired_at, {days} AS days,
+            {_period_of(days, "o.paid_at", "pc.acquired_at")} AS n, SUM(o.amount) AS amount
+        FROM {order} o JOIN {customer} pc ON pc.id = o.customer_id
+        WHERE o.status = '{OrderStatus.PAID.value}' AND {_in_ids("o.customer_id", all_customers)}
+            AND {_in_ids("pc.id", all_customers)}
+            AND {_in_periods(days, "o.paid_at", "pc.acquired_at")}
+        GROUP BY o.customer_id, pc.acquired_at, 4"""
+        for days in (WEEK_DAYS, MONTH_DAYS)
+    ]
+    return "\nUNION ALL\n".join(selects)
+
+
+def _later(previous: str, milestone: str) -> str:
+    """When a stage is reached: the later of the previous stage's time and its own
+    milestone, or NULL while either is missing (portable: no GREATEST in SQLite)."""
+    return (
+        f"CASE WHEN {previous} IS NULL OR {milestone} IS NULL THEN NULL "
+        f"WHEN {milestone} > {previous} THEN {milestone} ELSE {previous} END"
+    )
+
+
+def _stages_from_base() -> str:
+    """The rest of a milestone SELECT after a ``base`` CTE of the milestone times and the
+    other columns: when each stage was reached, and the stage."""
+    return f"""r2 AS (
+    SELECT base.*, {_later("acquired_at", "activated_at")} AS reached_activation_at FROM base
+),
+r3 AS (
+    SELECT r2.*, {_later("reached_activation_at", "retained_at")} AS reached_retention_at
+    FROM r2
+),
+r4 AS (
+    SELECT r3.*, {_later("reached_retention_at", "revenue_at")} AS reached_revenue_at FROM r3
+),
+r5 AS (
+    SELECT r4.*, {_later("reached_revenue_at", "referral_at")} AS reached_referral_at FROM r4
+)
+SELECT customer_id, acquired_at, channel_id, store_id, owner_id, is_referred, lost_at,
+    activated_at, retained_at, revenue_at, repurchase_at, referral_at,
+    reached_activation_at, reached_retention_at, reached_revenue_at, reached_referral_at,
+    CASE WHEN reached_referral_at IS NOT NULL THEN 5
+         WHEN reached_revenue_at IS NOT NULL THEN 4
+         WHEN reached_retention_at IS NOT NULL THEN 3
+         WHEN reached_activation_at IS NOT NULL THEN 2
+         ELSE 1 END AS stage,
+    engaged_weeks, engaged_months, paid_orders, last_paid_at, purchase_interval
+FROM r5
+"""
+
+
+def _values_list(name: str) -> str:
+    kinds = _kinds()[name]
+    if not kinds:
+        return "SELECT CAST(NULL AS VARCHAR(32)) WHERE 1 = 0"
+    return " UNION ALL ".join(
+        f"SELECT CAST(%({name}{i})s AS VARCHAR(32))" for i in range(len(kinds))
+    )
+
+
+def _kinds() -> dict[str, list[str]]:
+    return {
+        "act": list(settings.FUNNEL_ACTIVATION_KINDS),
+        "sys": list(settings.FUNNEL_SYSTEM_KINDS),
+    }
+
+
+def _params(ids: Sequence[int] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for name, kinds in _kinds().items():
+        if connection.vendor == "postgresql":
+            params[name] = kinds
+        else:
+            params.update({f"{name}{i}": kind for i, kind in enumerate(kinds)})
+    if ids is not None:
+        if connection.vendor == "postgresql":
+            params["ids"] = list(ids)
+        else:
+            params["ids"] = "[" + ",".join(str(int(i)) for i in ids) + "]"
+    return params
+
+
+_FRESH = "funnel_fresh"
+_STAGE_TIMES = {
+    2: "reached_activation_at",
+    3: "reached_retention_at",
+    4: "reached_revenue_at",
+    5: "reached_referral_at",
+}
+
+
+def _delta_sql() -> str:
+    """SELECT of the milestone rows of the customers ``%(ids)s`` with the activities
+    ``%(activities)s`` folded in (``_MILESTONE_COLUMNS`` in order): of the customers with
+    a stored row whose acquisition time is the customer's (others are left out)."""
+    milestones, activity = Milestones._meta.db_table, Activity._meta.db_table
+    customer = Customer._meta.db_table
+    if connection.vendor == "postgresql":
+        in_activities = "a.id = ANY(%(activities)s)"
+    else:
+        in_activities = "a.id IN (SELECT value FROM json_each(%(activities)s))"
+    return f"""
+WITH {_kinds_sql()[2]}new AS (
+    SELECT a.customer_id,
+        {_activity_aggregates("nm.acquired_at")}
+    FROM {activity} a
+    JOIN {milestones} nm ON nm.customer_id = a.customer_id
+    -- The customer rows are in the buffers (just locked). NOT DISTINCT: not an index
+    -- condition, so that the look-up is by id, not through the acquired_at index.
+    JOIN {customer} c ON c.id = a.customer_id
+        AND NOT (c.acquired_at {_vendor_sql()["distinct"]} nm.acquired_at)
+    WHERE {in_activities} AND {_in_ids("a.customer_id", False)}
+    GROUP BY a.customer_id
+),
+base AS (
+    SELECT m.customer_id, m.acquired_at, m.channel_id, m.store_id, m.owner_id,
+        m.is_referred, m.lost_at,
+        {_earliest("m.activated_at", "n.activated_at")} AS activated_at,
+        {_earliest("m.retained_at", "n.retained_at")} AS retained_at,
+        m.revenue_at, m.repurchase_at, m.referral_at,
+        m.engaged_weeks | COALESCE(n.engaged_weeks, 0) AS engaged_weeks,
+        m.engaged_months | COALESCE(n.engaged_months, 0) AS engaged_months,
+        m.paid_orders, m.last_paid_at, m.purchase_interval
+    FROM new n JOIN {milestones} m ON m.customer_id = n.customer_id
+),
+{_stages_from_base()}
+"""
+
+
+def _earliest(stored: str, new: str) -> str:
+    """The earlier of two times, either of which may be NULL (portable: no LEAST)."""
+    return (
+        f"CASE WHEN {new} IS NULL OR ({stored} IS NOT NULL AND {stored} <= {new}) "
+        f"THEN {stored} ELSE {new} END"
+    )
+
+
+def _stage_times(alias: str) -> str:
+    return " ".join(f"WHEN {k} THEN {alias}.{column}" for k, column in _STAGE_TIMES.items())
+
+
+def _steps() -> str:
+    return " UNION ALL ".join(f"SELECT {k} AS k" for k in _STAGE_TIMES)
