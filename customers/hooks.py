@@ -34,7 +34,12 @@ class Fact(StrEnum):
 #: ``activity_ids: frozenset[int] | None``: given only with ``Fact.ACTIVITY`` alone, by a
 #: writer that only added activities (none changed or deleted), the ids of the new rows,
 #: so that a subscriber can fold in just those (the funnel does); ``None`` means "look at
-#: everything of these customers". Receivers must accept ``**kwargs``: more may come.
+#: everything of these customers"; and ``created_ids: frozenset[int] | None``: those of
+#: the announced customers that this same transaction created (no other transaction can
+#: have written facts about them yet), so that a subscriber can write their first derived
+#: rows without comparing with a stored state (the funnel does, after checking that they
+#: have no history); ``None`` means unknown. Receivers must accept ``**kwargs``: more may
+#: come.
 facts_changed = Signal()
 
 
@@ -43,6 +48,7 @@ def announce(
     *facts: Fact,
     activity_kinds: Iterable[str] | None = None,
     activity_ids: Iterable[int] | None = None,
+    created_ids: Iterable[int] | None = None,
 ) -> None:
     ids = frozenset(customer_ids)
     if ids and facts:
@@ -52,4 +58,6 @@ def announce(
             facts=frozenset(facts),
             activity_kinds=None if activity_kinds is None else frozenset(activity_kinds),
             activity_ids=None if activity_ids is None else frozenset(activity_ids),
+            # Only ever a subset of the announced customers.
+            created_ids=None if created_ids is None else ids.intersection(created_ids),
         )

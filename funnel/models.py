@@ -53,7 +53,13 @@ class Milestones(models.Model):
         related_name="milestones",
         verbose_name=_("customer"),
     )
-    # Copies of the customer's dimensions (kept in step by the same refresh).
+    # Copies of the customer's dimensions (kept in step by the same refresh). The three
+    # keys below have no database constraint: each copies the customer's own column,
+    # which its foreign key already checks, in the statement that writes the row, so a
+    # constraint here could only fail where the customer's would; but it would cost a
+    # deferred check per written row at COMMIT (three per new customer: a WeCom sync
+    # creates thousands per flush, a rebuild a million). Django's own delete still sets
+    # them to NULL (on_delete is applied by the ORM, not by the database).
     acquired_at = models.DateTimeField(_("acquired at"))
     channel = models.ForeignKey(
         "channels.Channel",
@@ -62,6 +68,7 @@ class Milestones(models.Model):
         blank=True,
         related_name="+",
         db_index=False,  # (channel, acquired_at) below serves it
+        db_constraint=False,  # see above
     )
     store = models.ForeignKey(
         "customers.Store",
@@ -70,6 +77,7 @@ class Milestones(models.Model):
         blank=True,
         related_name="+",
         db_index=False,  # (store, acquired_at) below serves it
+        db_constraint=False,  # see above
     )
     owner = models.ForeignKey(
         "customers.Staff",
@@ -78,6 +86,7 @@ class Milestones(models.Model):
         blank=True,
         related_name="+",
         db_index=False,  # (owner, acquired_at) below serves it
+        db_constraint=False,  # see above
     )
     is_referred = models.BooleanField(_("referred"), default=False)
     lost_at = models.DateTimeField(_("lost at"), null=True, blank=True)

@@ -8,7 +8,11 @@ from typing import Any
 from django.conf import settings
 
 from customers.hooks import Fact
-from funnel.services import milestones_add_activities, milestones_refresh
+from funnel.services import (
+    milestones_add_activities,
+    milestones_add_customers,
+    milestones_refresh,
+)
 
 # Facts that can move a milestone. Follows and tags do not: acquisition is the
 # customer's acquired_at (kept as the earliest follow by the contact services), and the
@@ -23,6 +27,7 @@ def facts_changed_refresh(
     facts: frozenset[Fact],
     activity_kinds: frozenset[str] | None = None,
     activity_ids: frozenset[int] | None = None,
+    created_ids: frozenset[int] | None = None,
     **kwargs: Any,
 ) -> None:
     relevant = facts & _RELEVANT
@@ -36,6 +41,13 @@ def facts_changed_refresh(
         and activity_kinds <= set(settings.FUNNEL_SYSTEM_KINDS)
     ):
         return
+    if created_ids:
+        # Customers created by this transaction: their first row straight from the
+        # customer (the service checks that they have nothing else yet).
+        milestones_add_customers(customer_ids=created_ids & customer_ids)
+        customer_ids = customer_ids - created_ids
+        if not customer_ids:
+            return
     if facts == {Fact.ACTIVITY} and activity_ids is not None:
         # Only new activities (their ids given): folded into the stored rows without
         # re-reading each customer's other activities.

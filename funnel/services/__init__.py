@@ -18,7 +18,7 @@ Definitions (the product's contract, also in the README):
 * referral: the acquisition time of the first customer referred by this one.
 """
 
-from funnel.services._delta import milestones_add_activities
+from funnel.services._delta import milestones_add_activities, milestones_add_customers
 from funnel.services._refresh import milestones_refresh
 from funnel.services._sql import MONTH_DAYS, PERIODS, WEEK_DAYS
 from funnel.services._write import RefreshResult, paid_periods_refresh_everyone
@@ -29,6 +29,7 @@ __all__ = [
     "WEEK_DAYS",
     "RefreshResult",
     "milestones_add_activities",
+    "milestones_add_customers",
     "milestones_refresh",
     "paid_periods_refresh_everyone",
 ]

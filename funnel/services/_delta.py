@@ -8,9 +8,12 @@ from datetime import datetime
 from django.db import connection, transaction
 from django.utils import timezone
 
-from funnel.services._sql import _FRESH, CHUNK, _delta_sql, _params
+from funnel.models import Milestones
+from funnel.services._refresh import milestones_refresh
+from funnel.services._sql import _FRESH, _MILESTONE_COLUMNS, CHUNK, _delta_sql, _fresh_sql, _params
 from funnel.services._write import (
     _FEW_SETTINGS,
+    _REBUILD_LOCK,
     RefreshResult,
     _refresh_through_temp,
     _serialize,
@@ -65,4 +68,59 @@ def milestones_add_activities(
             _refresh_through_temp(cursor, missing[start : start + CHUNK], now, result, empty=False)
         if postgres:
             _settings(cursor, previous)
+    return result
+
+
+def milestones_add_customers(
+    *, customer_ids: Iterable[int], now: datetime | None = None
+) -> RefreshResult:
+    """Write the first milestone row of customers this transaction just created, in the
+    caller's transaction: the same rows as :func:`milestones_refresh` of these customers,
+    in one statement instead of its temporary tables and upserts.
+
+    The row is the full refresh's own SELECT; what is skipped is the comparison with a
+    stored state, and that is only sound with none: no milestone row yet (a conflict
+    means there is one), stage 1 (with no stored row, the full refresh records a stage
+    change for each stage above 1) and no paid order (paid orders make the paid
+    periods). A new customer has no order and none of the activities that move a stage
+    yet, and may already have referees (created in the same flush, or the same
+    transaction); the others, and any customer with a row, get the full refresh.
+    Customers created by another transaction must not be given: without their row locks a
+    concurrent writer of their facts would not be waited for.
+    """
+    now = now or timezone.now()
+    ids = sorted(set(customer_ids))
+    result = RefreshResult()
+    if not ids:
+        return result
+    postgres = connection.vendor == "postgresql"
+    columns = ", ".join(_MILESTONE_COLUMNS)
+    written: set[int] = set()
+    with transaction.atomic(), connection.cursor() as cursor:
+        previous = _settings(cursor, _FEW_SETTINGS) if postgres else {}
+        if postgres:
+            # Not the row locks (nobody else sees these customers), but a rebuild of
+            # everyone still excludes this write, as it does every refresh's.
+            cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [_REBUILD_LOCK])
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            # ``WHERE`` before ``ON CONFLICT``: SQLite would read the conflict clause as
+            # a join's ON otherwise.
+            cursor.execute(
+                f"INSERT INTO {Milestones._meta.db_table} ({columns}) "
+                f"SELECT {columns} FROM ({_fresh_sql(all_customers=False)}) fresh "
+                "WHERE stage = 1 AND paid_orders = 0 "
+                "ON CONFLICT (customer_id) DO NOTHING RETURNING customer_id",
+                _params(chunk),
+            )
+            written.update(row[0] for row in cursor.fetchall())
+        if postgres:
+            _settings(cursor, previous)
+    result.customers = result.changed = len(written)
+    others = [i for i in ids if i not in written]
+    if others:
+        full = milestones_refresh(customer_ids=others, now=now)
+        result.customers += full.customers
+        result.changed += full.changed
+        result.stage_changes += full.stage_changes
     return result
