@@ -329,6 +329,9 @@ WECOM_MAX_IN_FLIGHT = env_int("WECOM_MAX_IN_FLIGHT", 5, minimum=1)
 WECOM_TIMEOUT = env_int("WECOM_TIMEOUT", 10, minimum=1)
 # A sync whose worker stopped reporting progress this long ago may be resumed by another.
 WECOM_SYNC_LEASE_SECONDS = env_int("WECOM_SYNC_LEASE_SECONDS", 120, minimum=5)
+# Writer threads of a sync on PostgreSQL, each on its own connection (a server process):
+# the database side of a first sync is most of its work, and one connection uses one core.
+WECOM_SYNC_WRITERS = env_int("WECOM_SYNC_WRITERS", 2, minimum=1)
 if len(WECOM_AES_KEY) != 43:
     raise ImproperlyConfigured("WECOM_AES_KEY must be the 43-character EncodingAESKey from WeCom.")
 

@@ -7,11 +7,14 @@ Exact, fast, resumable and honest:
   too). Follows that WeCom no longer lists are marked deleted only after a complete pass
   (the ``sweep`` phase), never because a run died half-way.
 * **Fast, bounded memory.** Pages stream: a fetch thread reads the next pages while the
-  main thread writes the current buffer (about 1,000 rows a transaction); nothing holds
-  more than a few pages.
-* **Resumable.** The checkpoint (phase, batch of userids, cursor) is committed in the same
-  transaction as the rows it covers, so a killed worker's successor resumes exactly after
-  the last committed page, and re-reading a page is harmless (idempotent writes).
+  main thread prepares the current buffer (5,000 rows); on PostgreSQL the buffer is split
+  by customer between ``WECOM_SYNC_WRITERS`` writer threads, each applying its part on its
+  own connection (one server process each, so the database work uses every core). Nothing
+  holds more than a few pages and a flush per writer.
+* **Resumable.** The checkpoint (phase, batch of userids, page, cursor) is committed in the
+  same transaction as the rows it covers, one position per writer's part, so a killed
+  worker's successor resumes after the last page every part committed, and re-reading a
+  page is harmless (idempotent writes).
 * **Honest.** Each run is a ``SyncRun`` row: pages, HTTP calls, created / updated /
   deleted counts, errors, and the reconciliation of our active follows against WeCom's.
 """
@@ -24,15 +27,18 @@ import queue
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, connections, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db import IntegrityError, OperationalError, connection, connections, transaction
+from django.db.models import Exists, F, OuterRef, Q
+from django.db.models.functions import Greatest
 from django.utils import timezone
+from psycopg2.extensions import TransactionRollbackError
 
 from channels.models import SyncRun, SyncSeenFollow, SyncStatus
 from channels.wecom import contacts
@@ -61,8 +67,42 @@ class LeaseLost(Exception):
 @dataclass
 class Page:
     batch: int
+    #: The page's number within its batch (0 first): cursors are opaque, numbers order.
+    number: int
     next_cursor: str
     rows: list[ContactRow]
+
+    def after(self) -> Position:
+        """Where a successor resumes once this page is committed."""
+        if self.next_cursor:
+            return Position(self.batch, self.number + 1, self.next_cursor)
+        return Position(self.batch + 1, 0, "")
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """A place in the contacts phase: batch of userids, page within it, its cursor.
+    Ordered by (batch, page); the cursor is what the API needs to continue from there."""
+
+    batch: int
+    page: int
+    cursor: str = field(compare=False)
+
+
+def resume_position(checkpoint: dict[str, Any]) -> Position:
+    """Where the contacts phase resumes: the earliest position any writer's part has
+    committed up to (every part committed everything before it), or the phase's start.
+    A checkpoint of an earlier version holds one ``batch`` / ``cursor``."""
+    parts = checkpoint.get("parts") or {}
+    if parts:
+        return min(Position(int(b), int(n), str(c)) for b, n, c in parts.values())
+    return Position(int(checkpoint.get("batch", 0)), 0, str(checkpoint.get("cursor", "")))
+
+
+def part_of(external_userid: str, parts: int) -> int:
+    """The writer's part a customer's rows go to: the same for every row of a customer, so
+    that two writers never write one customer (nor its follows, tags or milestones)."""
+    return zlib.crc32(external_userid.encode()) % parts
 
 
 def sync_run_start() -> SyncRun:
@@ -101,6 +141,7 @@ class SyncEngine:
         prefetch_pages: int = PREFETCH_PAGES,
         retry_delays: tuple[float, ...] = (0.5, 1, 2, 4, 8),
         after_flush: Callable[[SyncRun], None] | None = None,
+        writers: int | None = None,
     ) -> None:
         self.run = run
         self.client = client
@@ -108,7 +149,11 @@ class SyncEngine:
         self.prefetch_pages = prefetch_pages
         self.retry_delays = retry_delays
         self.after_flush = after_flush
+        self.writers = writers or settings.WECOM_SYNC_WRITERS
         self.token = uuid.uuid4().hex
+        # The writers' threads share the run's in-memory figures and the statistics.
+        self._progress_lock = threading.Lock()
+        self._analyze_lock = threading.Lock()
         self.directory = Directory.load()
         self._calls_at_start = client.calls
         self._calls_before = run.http_calls
@@ -216,14 +261,14 @@ class SyncEngine:
             self._save(checkpoint=checkpoint)
         return checkpoint
 
-    def _pages(self, userids: list[str], batch: int, cursor: str) -> Iterator[Page]:
-        """Pages in order from (batch, cursor), read ahead by a thread so that WeCom's
-        latency overlaps our writes. The queue is bounded: memory stays a few pages."""
+    def _pages(self, userids: list[str], start: Position) -> Iterator[Page]:
+        """Pages in order from ``start``, read ahead by a thread so that WeCom's latency
+        overlaps our writes. The queue is bounded: memory stays a few pages."""
         pages: queue.Queue[Page | BaseException | None] = queue.Queue(maxsize=self.prefetch_pages)
         stop = threading.Event()
 
         def fetch() -> None:
-            b, c = batch, cursor
+            b, n, c = start.batch, start.page, start.cursor
             try:
                 while b * USERIDS_PER_BATCH < len(userids) and not stop.is_set():
                     chunk = userids[b * USERIDS_PER_BATCH : (b + 1) * USERIDS_PER_BATCH]
@@ -234,9 +279,8 @@ class SyncEngine:
                         ),
                     )
                     c = str(answer.get("next_cursor") or "")
-                    page = Page(batch=b, next_cursor=c, rows=rows_from_batch(answer))
-                    if not c:
-                        b, c = b + 1, ""
+                    page = Page(batch=b, number=n, next_cursor=c, rows=rows_from_batch(answer))
+                    b, n, c = (b, n + 1, c) if c else (b + 1, 0, "")
                     while not stop.is_set():
                         try:
                             pages.put(page, timeout=0.5)
@@ -262,7 +306,7 @@ class SyncEngine:
             thread.join(timeout=30)
 
     def _pipelined(self) -> bool:
-        """Whether flushes are written by a second thread on its own connection, while
+        """Whether flushes are written by writer threads on their own connections, while
         this one prepares the next: PostgreSQL (the set-based path), and only outside a
         transaction, whose uncommitted rows another connection could not see (tests)."""
         return contacts._set_based() and not connection.in_atomic_block
@@ -271,59 +315,68 @@ class SyncEngine:
         userids: list[str] = checkpoint["userids"]
         buffer: list[ContactRow] = []
         pages_in_buffer = 0
-        position = (int(checkpoint["batch"]), str(checkpoint["cursor"]))
+        position = resume_position(checkpoint)
         # A run resumed from a checkpoint written before "since" existed: every follow it
         # wrote so far has a seen row, the ones written from now on are after this.
-        checkpoint.setdefault("since", timezone.now().isoformat())
-        writer = _Writer(f"wecom-sync-{self.run.pk}-writer") if self._pipelined() else None
+        if "since" not in checkpoint:
+            checkpoint["since"] = timezone.now().isoformat()
+            with transaction.atomic():
+                self._save(checkpoint=checkpoint)
+        writers = (
+            [_Writer(f"wecom-sync-{self.run.pk}-writer{k}") for k in range(self.writers)]
+            if self._pipelined()
+            else []
+        )
 
         def flush() -> None:
             nonlocal buffer, pages_in_buffer
-            batch, cursor = position
-            done = {**checkpoint, "batch": batch, "cursor": cursor}
             rows, pages = buffer, pages_in_buffer
             buffer, pages_in_buffer = [], 0
-            if writer is None:
-                self._write(done, pages, lambda: contacts_apply(**self._apply_args(rows)))
+            if not writers:
+                self._write(0, position, pages, lambda: contacts_apply(**self._apply_args(rows)))
                 return
-            # The CPU half here, the database half on the writer's connection: while the
-            # server applies this flush, this thread and the fetch thread read and
-            # prepare the next one (the two run on different cores).
-            prepared = contacts.contacts_prepare(rows=rows, directory=self.directory)
-            writer.submit(
-                functools.partial(
-                    self._write,
-                    done,
-                    pages,
-                    lambda: contacts.contacts_apply_prepared(
-                        prepared=prepared,
-                        directory=self.directory,
-                        run_id=self.run.pk,
-                        record_added=self.record_added,
-                    ),
+            # The CPU half here, the database half on the writers' connections: while the
+            # server applies this flush (a process per writer, so on every core), this
+            # thread and the fetch thread read and prepare the next one. Every writer gets
+            # its part, even an empty one: its position moves on with the flush.
+            parts: list[list[ContactRow]] = [[] for _ in writers]
+            for row in rows:
+                parts[part_of(row.external_userid, len(writers))].append(row)
+            for k, (writer, part) in enumerate(zip(writers, parts, strict=True)):
+                prepared = contacts.contacts_prepare(rows=part, directory=self.directory)
+                apply = functools.partial(
+                    contacts.contacts_apply_prepared,
+                    prepared=prepared,
+                    directory=self.directory,
+                    run_id=self.run.pk,
+                    record_added=self.record_added,
                 )
-            )
+                # The pages are counted once, with the first part.
+                writer.submit(
+                    functools.partial(self._write, k, position, pages if k == 0 else 0, apply)
+                )
 
         try:
-            for page in self._pages(userids, *position):
+            for page in self._pages(userids, position):
                 buffer.extend(page.rows)
                 pages_in_buffer += 1
                 # The position *after* this page: where a successor resumes.
-                position = (
-                    (page.batch, page.next_cursor) if page.next_cursor else (page.batch + 1, "")
-                )
+                position = page.after()
                 if len(buffer) >= self.flush_rows:
                     flush()
             flush()
-        finally:
-            if writer is not None:
-                # Every submitted flush commits (or fails) before the phase ends; an error
-                # of the writer's is raised here if nothing else was.
-                writer.close()
+        except BaseException:
+            for writer in writers:
+                writer.close()  # its own error, if any, is secondary to this one
+            raise
+        # Every submitted part commits (or fails) before the phase ends.
+        errors = [writer.close() for writer in writers]
+        if error := next((e for e in errors if e is not None), None):
+            raise error
         checkpoint = {
             "phase": "sweep",
             "userids": userids,
-            "batch": position[0],
+            "batch": position.batch,
             "cursor": "",
             "since": checkpoint["since"],
         }
@@ -339,8 +392,9 @@ class SyncEngine:
             "record_added": self.record_added,
         }
 
-    def _write(self, checkpoint: dict[str, Any], pages: int, apply: Callable[[], Any]) -> None:
-        """One flush: the rows and the checkpoint after them, in one transaction."""
+    def _write(self, part: int, position: Position, pages: int, apply: Callable[[], Any]) -> None:
+        """One part of a flush: its rows and its position after them, in one transaction."""
+        outermost = not connection.in_atomic_block
         with transaction.atomic():
             if connection.vendor == "postgresql":
                 # Safe for a resumable sync: a server crash can lose only the last commits,
@@ -350,16 +404,61 @@ class SyncEngine:
                 with connection.cursor() as cursor:
                     cursor.execute("SET LOCAL synchronous_commit = off; SET LOCAL jit = off")
             applied = apply()
-            self._save(
-                checkpoint=checkpoint,
-                pages=self.run.pages + pages,
-                relationships=self.run.relationships + applied.relationships,
-                created=self.run.created + applied.created,
-                updated=self.run.updated + applied.updated,
-            )
+            if connection.vendor == "postgresql" and outermost:
+                # The rows' deferred foreign-key checks now, before the run's row is
+                # locked below: the other writers wait for that lock until this commits.
+                with connection.cursor() as cursor:
+                    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            tally = self._record(part, position, pages, applied)
+        # The in-memory copy once committed (after_flush and the statistics read it).
+        tally()
         self._refresh_statistics()
         if self.after_flush:
             self.after_flush(self.run)
+
+    def _record(
+        self, part: int, position: Position, pages: int, applied: Any
+    ) -> Callable[[], None]:
+        """Move ``part``'s position and add its figures, under our lease. Writers commit in
+        any order, so the figures are added in SQL and the position is per part. Returns
+        what brings ``self.run`` up to date, to call once this has committed."""
+        run = (
+            SyncRun.objects.select_for_update()
+            .filter(pk=self.run.pk, lease_token=self.token)
+            .only("checkpoint")
+            .first()
+        )
+        if run is None:
+            raise LeaseLost(f"sync #{self.run.pk} was taken over by another worker")
+        checkpoint = dict(run.checkpoint)
+        checkpoint["parts"] = {
+            **(checkpoint.get("parts") or {}),
+            str(part): [position.batch, position.page, position.cursor],
+        }
+        with self._progress_lock:
+            errors = list(self.run.errors)
+            calls = self.client.calls - self._calls_at_start + self._calls_before
+        SyncRun.objects.filter(pk=self.run.pk).update(
+            checkpoint=checkpoint,
+            pages=F("pages") + pages,
+            relationships=F("relationships") + applied.relationships,
+            created=F("created") + applied.created,
+            updated=F("updated") + applied.updated,
+            http_calls=Greatest(F("http_calls"), calls),
+            heartbeat_at=timezone.now(),
+            errors=errors,
+        )
+        return functools.partial(self._tally, checkpoint, pages, applied, calls)
+
+    def _tally(self, checkpoint: dict[str, Any], pages: int, applied: Any, calls: int) -> None:
+        with self._progress_lock:
+            run = self.run
+            run.checkpoint = {**run.checkpoint, "parts": checkpoint["parts"]}
+            run.pages += pages
+            run.relationships += applied.relationships
+            run.created += applied.created
+            run.updated += applied.updated
+            run.http_calls = max(run.http_calls, calls)
 
     def _refresh_statistics(self) -> None:
         """ANALYZE the tables a first sync is filling, each time they have doubled.
@@ -370,13 +469,21 @@ class SyncEngine:
         plans on the indexes.
         """
         # Counted in created rows, not rows read: an unchanged re-sync grows nothing and
-        # need not pay for ANALYZE of a million rows.
-        if connection.vendor != "postgresql" or self.run.created < self._analyzed_at * 2:
+        # need not pay for ANALYZE of a million rows. One writer at a time (ANALYZE of a
+        # table waits for another's); the others go on writing.
+        if connection.vendor != "postgresql" or not self._analyze_lock.acquire(blocking=False):
             return
-        self._analyzed_at = max(self.run.created, 1000)
-        with connection.cursor() as cursor:
-            for model in (Customer, Follow, CustomerTag, SyncSeenFollow):
-                cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
+        try:
+            with self._progress_lock:
+                created = self.run.created
+                if created < self._analyzed_at * 2:
+                    return
+                self._analyzed_at = max(created, 1000)
+            with connection.cursor() as cursor:
+                for model in (Customer, Follow, CustomerTag, SyncSeenFollow):
+                    cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
+        finally:
+            self._analyze_lock.release()
 
     def _sweep_phase(self, checkpoint: dict[str, Any]) -> None:
         """After a complete pass: follows WeCom no longer lists are deleted, customers with
@@ -427,13 +534,20 @@ class SyncEngine:
         )
 
 
+#: Tries of a write that PostgreSQL rolled back for a deadlock or a serialization failure
+#: (SQLSTATE class 40: the transaction was rolled back whole, running it again is safe).
+#: Two writers write disjoint customers, but a referrer's milestones can still be wanted
+#: by both at once.
+_WRITE_ATTEMPTS = 3
+
+
 class _Writer:
     """A thread that runs submitted writes one at a time, in order, on its own database
     connection. ``submit`` waits while one write is queued, so at most two flushes are in
-    memory beyond the page buffer. The first error stops the writer for good: the writes
-    queued behind it are dropped (a later flush must never commit, and move the
-    checkpoint, past one that failed), and the error is raised by the next ``submit`` or
-    by ``close``."""
+    memory beyond the page buffer. A write that lost a deadlock is run again; any other
+    error stops the writer for good: the writes queued behind it are dropped (a later
+    flush must never commit, and move the checkpoint, past one that failed), and the
+    error is raised by the next ``submit`` or returned by ``close``."""
 
     def __init__(self, name: str) -> None:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=1)
@@ -448,25 +562,37 @@ class _Writer:
                 if self._failed:
                     continue
                 try:
-                    job()
+                    self._attempt(job)
                 except BaseException as exc:  # raised in the submitting thread
                     self._error, self._failed = exc, True
         finally:
             connections.close_all()  # this thread's connections only
 
+    @staticmethod
+    def _attempt(job: Callable[[], None]) -> None:
+        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+            try:
+                job()
+                return
+            except OperationalError as exc:
+                if not isinstance(exc.__cause__, TransactionRollbackError):
+                    raise
+                if attempt == _WRITE_ATTEMPTS:
+                    raise
+                logger.warning("sync write rolled back, running it again: %s", exc)
+
     def submit(self, job: Callable[[], None]) -> None:
-        self._raise()
-        self._jobs.put(job)
-
-    def close(self) -> None:
-        self._jobs.put(None)
-        self._thread.join()
-        self._raise()
-
-    def _raise(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+        self._jobs.put(job)
+
+    def close(self) -> BaseException | None:
+        """Wait for the queued writes; the error that stopped the writer, if one did."""
+        self._jobs.put(None)
+        self._thread.join()
+        error, self._error = self._error, None
+        return error
 
 
 def sync_run_execute(*, run_id: int, client: WeComClient | None = None, **options: Any) -> SyncRun:
