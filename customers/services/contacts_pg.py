@@ -448,17 +448,21 @@ def contact_follows_apply_copy(*, lines: str, record_added: bool = True) -> Cont
 
         cursor.execute(_CUSTOMERS_UPSERT.format(**tables), {"now": now})
         changed_customers: set[int] = set()
+        created_customers: set[int] = set()
         referrers: set[int] = set()
         for customer_id, created, referred_by_id in cursor.fetchall():
             changed_customers.add(customer_id)
             if referred_by_id:
                 referrers.add(referred_by_id)
             if created:
-                result.customers_created += 1
-            else:
-                result.customers_updated += 1
+                created_customers.add(customer_id)
+        result.customers_created = len(created_customers)
+        result.customers_updated = len(changed_customers) - len(created_customers)
         announce(
-            changed_customers | referrers, Fact.CUSTOMER, *([Fact.REFERRAL] if referrers else [])
+            changed_customers | referrers,
+            Fact.CUSTOMER,
+            *([Fact.REFERRAL] if referrers else []),
+            created_ids=created_customers,
         )
 
         cursor.execute(_FOLLOWS_UPSERT.format(**tables), {"now": now})

@@ -243,7 +243,12 @@ def contacts_upsert(*, rows: Sequence[ContactInput]) -> ContactsResult:
     facts = [Fact.CUSTOMER]
     if referrers:
         facts.append(Fact.REFERRAL)
-    announce(result.changed_ids | referrers, *facts)
+    created_ids = {
+        pk
+        for pk, outcome in zip(upserted.ids, upserted.outcomes, strict=True)
+        if outcome == "created"
+    }
+    announce(result.changed_ids | referrers, *facts, created_ids=created_ids)
     return result
 
 
