@@ -319,16 +319,27 @@ def contacts_apply_prepared(
     directory: Directory,
     run_id: int | None = None,
     record_added: bool = True,
+    first_load: bool = False,
 ) -> ApplyResult:
     """The database half of a set-based ``contacts_apply`` (PostgreSQL): one indexed
-    look-up skips the rows applied before as they are, the rest go through the stage."""
+    look-up skips the rows applied before as they are, the rest go through the stage.
+
+    ``first_load``: the corp had no WeCom follow when this sync run began, so no row can
+    be unchanged from one written before it, and the look-up (a probe of two indexes per
+    row) is skipped. Rows the run itself wrote before a resume go through the stage
+    again, where the upserts leave them as they are; the sweep counts them as seen by
+    their ``updated_at``."""
     result = ApplyResult(relationships=len(prepared.rows))
     if not prepared.rows:
         return result
-    unchanged = contact_follows_unchanged(
-        external_userids=[r.external_userid for r in prepared.rows],
-        staff_ids=prepared.staff_ids,
-        digests=prepared.digests,
+    unchanged = (
+        {}
+        if first_load
+        else contact_follows_unchanged(
+            external_userids=[r.external_userid for r in prepared.rows],
+            staff_ids=prepared.staff_ids,
+            digests=prepared.digests,
+        )
     )
     if len(unchanged) < len(prepared.rows):
         applied = contact_follows_apply_copy(

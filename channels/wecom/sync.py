@@ -35,7 +35,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, connections, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.db.models.functions import Greatest
 from django.utils import timezone
 from psycopg2.extensions import TransactionRollbackError
@@ -320,6 +320,11 @@ class SyncEngine:
         # wrote so far has a seen row, the ones written from now on are after this.
         if "since" not in checkpoint:
             checkpoint["since"] = timezone.now().isoformat()
+        if "first_load" not in checkpoint:
+            # Decided once per run (a resumed run keeps it): whether the corp had no WeCom
+            # follow at all before this pass; see contacts_apply_prepared(first_load=).
+            checkpoint["first_load"] = not _wecom_follows().exists()
+        if checkpoint != self.run.checkpoint:
             with transaction.atomic():
                 self._save(checkpoint=checkpoint)
         writers = (
@@ -350,6 +355,7 @@ class SyncEngine:
                     directory=self.directory,
                     run_id=self.run.pk,
                     record_added=self.record_added,
+                    first_load=bool(checkpoint["first_load"]),
                 )
                 # The pages are counted once, with the first part.
                 writer.submit(
@@ -503,9 +509,7 @@ class SyncEngine:
             )
             if since:
                 seen = seen | Q(updated_at__gte=datetime.fromisoformat(since))
-            ours = Follow.objects.filter(
-                staff__wecom_userid__isnull=False, customer__external_userid__isnull=False
-            )
+            ours = _wecom_follows()
             # Counted before the marking below, which stamps updated_at.
             wecom_follows = ours.filter(seen).count()
             gone = ours.filter(~seen, deleted_at__isnull=True).values_list("pk", flat=True)
@@ -539,6 +543,13 @@ class SyncEngine:
 #: Two writers write disjoint customers, but a referrer's milestones can still be wanted
 #: by both at once.
 _WRITE_ATTEMPTS = 3
+
+
+def _wecom_follows() -> QuerySet[Follow]:
+    """Follows between a WeCom contact and a WeCom member: what a sync mirrors."""
+    return Follow.objects.filter(
+        staff__wecom_userid__isnull=False, customer__external_userid__isnull=False
+    )
 
 
 class _Writer:
