@@ -28,6 +28,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext as _nothing
 from datetime import date, timedelta
 from functools import partial
 from io import StringIO
@@ -243,7 +244,7 @@ def _fmt_counts(counts: dict[str, int]) -> str:
 # --- phases ------------------------------------------------------------------------------
 
 
-def _rebuild(results: dict[str, Any]) -> None:
+def _rebuild(results: dict[str, Any], trace: bool = False) -> None:
     from django.core.management import call_command
     from django.db import connection
 
@@ -254,12 +255,16 @@ def _rebuild(results: dict[str, Any]) -> None:
         cur.execute("TRUNCATE funnel_stagechange, funnel_paidperiod, funnel_milestones")
     for label in ("from empty", "over full tables"):
         out = StringIO()
+        tracer = _Trace()
         t = time.perf_counter()
-        call_command("rebuild_funnel", reset=True, stdout=out)
+        with connection.execute_wrapper(tracer) if trace else _nothing():
+            call_command("rebuild_funnel", reset=True, stdout=out)
         seconds = time.perf_counter() - t
         results[f"rebuild {label}"] = (seconds, load_average())
         log(f"  rebuild_funnel --reset ({label}): {seconds:.1f}s [{load_average()}]")
         log(f"    {out.getvalue().strip()}")
+        if trace:
+            tracer.report(1, unit="s")
     t = time.perf_counter()
     result = milestones_refresh()
     seconds = time.perf_counter() - t
@@ -350,7 +355,41 @@ def _raw(results: dict[str, Any], only: list[str] | None = None) -> bool:
     return same
 
 
-def _ingest(total: int, batches: list[int], customers: int, results: dict[str, Any]) -> set[int]:
+class _Trace:
+    """Time per statement of the ingest (``--trace``): the first words of each SQL, summed,
+    so that the README can say where a batch's time goes."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            key = " ".join(str(sql).split())[:70]
+            self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t
+            self.calls[key] = self.calls.get(key, 0) + 1
+
+    def report(self, batches: int, unit: str = "ms/batch") -> None:
+        scale = 1 if unit == "s" else 1000
+        for key, seconds in sorted(self.seconds.items(), key=lambda kv: -kv[1])[:14]:
+            log(
+                f"      {seconds / batches * scale:7.1f} {unit} "
+                f"({self.calls[key] / batches:4.1f}x)  {key}"
+            )
+        self.seconds.clear()
+        self.calls.clear()
+
+
+def _ingest(
+    total: int,
+    batches: list[int],
+    customers: int,
+    results: dict[str, Any],
+    trace: bool = False,
+) -> set[int]:
     from django.db import connection
     from django.utils import timezone
 
@@ -400,9 +439,11 @@ def _ingest(total: int, batches: list[int], customers: int, results: dict[str, A
             with connection.cursor() as cur:
                 cur.execute("SELECT COUNT(*) FROM funnel_stagechange")
                 changes_before = cur.fetchone()[0]
+            tracer = _Trace()
             t = time.perf_counter()
-            for start in range(0, len(inputs), batch):
-                activities_record(rows=inputs[start : start + batch])
+            with connection.execute_wrapper(tracer) if trace else _nothing():
+                for start in range(0, len(inputs), batch):
+                    activities_record(rows=inputs[start : start + batch])
             seconds = time.perf_counter() - t
             with connection.cursor() as cur:
                 cur.execute("SELECT COUNT(*) FROM funnel_stagechange")
@@ -414,6 +455,14 @@ def _ingest(total: int, batches: list[int], customers: int, results: dict[str, A
                 f"{seconds:.1f}s, {rate:,.0f} activities/s (milestone refresh "
                 f"{refresh_seconds[0]:.1f}s of it; {changes:,} stage changes) [{load_average()}]"
             )
+            if trace:
+                runs = len(inputs) // batch
+                log(
+                    f"    per batch {seconds / runs * 1000:.1f} ms, statements "
+                    f"{sum(tracer.seconds.values()) / runs * 1000:.1f} ms (the rest: Python, "
+                    "COPY, COMMIT):"
+                )
+                tracer.report(runs)
     finally:
         for name, original in originals.items():
             setattr(funnel.receivers, name, original)
@@ -475,6 +524,11 @@ def main() -> None:
         action="store_true",
         help="keep the data already seeded when its sizes match (saves the seeding)",
     )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="print where the rebuild's and ingest's time goes, by statement",
+    )
     args = parser.parse_args()
     size = SeedSize(
         customers=args.customers,
@@ -508,7 +562,7 @@ def main() -> None:
     same = True
     if "rebuild" in phases:
         log("\n== full rebuild")
-        _rebuild(results)
+        _rebuild(results, trace=args.trace)
     if "reports" in phases:
         log("\n== reports over funnel_milestones")
         _reports(args.runs, results)
@@ -525,7 +579,9 @@ def main() -> None:
         same &= _raw(results)
     if "ingest" in phases:
         log("\n== incremental maintenance")
-        touched = _ingest(args.ingest, args.batch or [1000, 5000], size.customers, results)
+        touched = _ingest(
+            args.ingest, args.batch or [1000, 5000], size.customers, results, trace=args.trace
+        )
         log("  check after ingesting:")
         same &= _raw(results, only=["all, 2 years"])
         # Leave the seed as it was (the next --reuse-seed run starts from it).

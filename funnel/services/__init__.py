@@ -19,7 +19,7 @@ Definitions (the product's contract, also in the README):
 """
 
 from funnel.services._delta import milestones_add_activities, milestones_add_customers
-from funnel.services._refresh import milestones_refresh
+from funnel.services._refresh import milestones_rebuild, milestones_refresh
 from funnel.services._sql import MONTH_DAYS, PERIODS, WEEK_DAYS
 from funnel.services._write import RefreshResult, paid_periods_refresh_everyone
 
@@ -30,6 +30,7 @@ __all__ = [
     "RefreshResult",
     "milestones_add_activities",
     "milestones_add_customers",
+    "milestones_rebuild",
     "milestones_refresh",
     "paid_periods_refresh_everyone",
 ]

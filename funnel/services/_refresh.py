@@ -8,6 +8,7 @@ from datetime import datetime
 from django.db import connection, transaction
 from django.utils import timezone
 
+from funnel.models import Milestones, PaidPeriod, StageChange
 from funnel.services._rebuild import _refresh_everyone_pg
 from funnel.services._sql import CHUNK
 from funnel.services._write import (
@@ -33,6 +34,24 @@ def milestones_refresh(
             ids = sorted(set(customer_ids))
             for start in range(0, len(ids), CHUNK):
                 _refresh(ids[start : start + CHUNK], now, result)
+    return result
+
+
+def milestones_rebuild(*, reset: bool = False, now: datetime | None = None) -> RefreshResult:
+    """``rebuild_funnel``: the full refresh of everyone, in the caller's transaction; with
+    ``reset``, from empty tables (the stage history re-derived: one change per stage
+    entered, at the time it was reached)."""
+    if not reset:
+        return milestones_refresh(now=now)
+    now = now or timezone.now()
+    result = RefreshResult()
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            _refresh_everyone_pg(cursor, now, result, reset=True)
+        else:
+            for model in (StageChange, PaidPeriod, Milestones):
+                model.objects.all().delete()
+            _refresh(None, now, result)
     return result
 
 

@@ -110,21 +110,32 @@ def _activity_aggregates(acq: str) -> str:
     """The activity milestones of a group of activities ``a`` of one customer acquired at
     ``acq``: activated_at, retained_at, engaged_weeks, engaged_months (NULL when none).
     The full refresh aggregates all of a customer's activities, the delta path
-    (:func:`milestones_add_activities`) only the new ones, with the same expressions."""
+    (:func:`milestones_add_activities`) only the new ones, with the same expressions.
+
+    Only engagement activities (not of a system kind: :func:`_engaged_only`) may be in the
+    group. The system kinds count for none of the four (activation kinds are never system
+    ones: settings refuse it), and a customer with no activity left gets the same row as
+    one whose activities all aggregate to NULL; leaving them out before the join to the
+    customers halves a rebuild's rows (the brand writes most of a quiet customer's)."""
     v = _vendor_sql()
-    activation, engaged, _ctes = _kinds_sql()
+    activation = _kinds_sql()[0]
 
     def periods(days: int) -> str:
         bit = v["shift"].format(n=_period_of(days, "a.occurred_at", acq))
         inside = _in_periods(days, "a.occurred_at", acq)
-        return v["bit_or"].format(x=f"CASE WHEN {engaged} AND {inside} THEN {bit} END")
+        return v["bit_or"].format(x=f"CASE WHEN {inside} THEN {bit} END")
 
     retention_us = settings.FUNNEL_RETENTION_DAYS * _US_PER_DAY
-    retained = f"{engaged} AND {_since_at_least(retention_us, 'a.occurred_at', acq)}"
+    retained = _since_at_least(retention_us, "a.occurred_at", acq)
     return f"""MIN(CASE WHEN {activation} THEN a.occurred_at END) AS activated_at,
         MIN(CASE WHEN {retained} THEN a.occurred_at END) AS retained_at,
         {periods(WEEK_DAYS)} AS engaged_weeks,
         {periods(MONTH_DAYS)} AS engaged_months"""
+
+
+def _engaged_only() -> str:
+    """The condition on the activities ``a`` that :func:`_activity_aggregates` reads."""
+    return _kinds_sql()[1]
 
 
 def _fresh_sql(*, all_customers: bool) -> str:
@@ -150,6 +161,7 @@ WITH {kinds_cte}acts AS (
     -- The id list on both sides: PostgreSQL does not carry "= ANY" across the join, and
     -- without it merge-joined a thousand customers' activities to the whole customer index.
     WHERE {_in_ids("a.customer_id", all_customers)} AND {_in_ids("ac.id", all_customers)}
+        AND {_engaged_only()}
     GROUP BY a.customer_id
 ),
 paid AS (
@@ -346,7 +358,7 @@ WITH {_kinds_sql()[2]}new AS (
     -- condition, so that the look-up is by id, not through the acquired_at index.
     JOIN {customer} c ON c.id = a.customer_id
         AND NOT (c.acquired_at {_vendor_sql()["distinct"]} nm.acquired_at)
-    WHERE {in_activities} AND {_in_ids("a.customer_id", False)}
+    WHERE {in_activities} AND {_in_ids("a.customer_id", False)} AND {_engaged_only()}
     GROUP BY a.customer_id
 ),
 base AS (

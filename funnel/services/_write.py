@@ -63,8 +63,18 @@ def _serialize(cursor: Any, ids: list[int] | None) -> None:
 #: full one gained nothing. A full refresh hashes the per-customer aggregates of
 #: 10,000,000 activities in memory instead of spilling (the server default is 4 MB); a
 #: refresh of a few customers is index look-ups, where starting parallel workers costs
-#: more than it saves.
-_FULL_SETTINGS = {"work_mem": "256MB", "jit": "off"}
+#: more than it saves. A rebuild into empty tables builds their indexes in memory (the
+#: server default of 64 MB sorts a million rows' keys on disk). Its aggregates have about
+#: as many groups as rows (a customer's activities, a customer's paid periods): a sort
+#: groups them faster than a hash table that misses the CPU cache on every row, and the
+#: sorted halves of the parallel workers merge instead of re-hashing (paid periods of a
+#: million orders 5.6 → 3.0 s, the milestones 10.4 → 9.8 s).
+_FULL_SETTINGS = {
+    "work_mem": "256MB",
+    "maintenance_work_mem": "512MB",
+    "enable_hashagg": "off",
+    "jit": "off",
+}
 _FEW_SETTINGS = {"jit": "off", "max_parallel_workers_per_gather": "0"}
 
 
@@ -152,12 +162,18 @@ def _sync_paid_periods(
     table = PaidPeriod._meta.db_table
     columns = "customer_id, acquired_at, days, n, amount"
     fresh = _fresh_paid_sql(all_customers=ids is None)
-    if empty:
+    if empty and connection.vendor != "postgresql":
         # Into an empty table every row is new: straight in, without a temporary copy.
         cursor.execute(f"INSERT INTO {table} ({columns}) {fresh}", params)
         return
     cursor.execute(f"DROP TABLE IF EXISTS {_FRESH_PAID}")
+    # PostgreSQL runs CREATE TABLE AS in parallel, never INSERT ... SELECT (15 s of a
+    # rebuild's 46 for a million orders).
     cursor.execute(f"CREATE TEMPORARY TABLE {_FRESH_PAID} AS {fresh}", params)
+    if empty:
+        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_FRESH_PAID}")
+        cursor.execute(f"DROP TABLE {_FRESH_PAID}")
+        return
     if connection.vendor == "postgresql" and (ids is None or len(ids) > 50_000):
         cursor.execute(f"ANALYZE {_FRESH_PAID}")
     cursor.execute(

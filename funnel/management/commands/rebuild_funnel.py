@@ -8,8 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from funnel.models import Milestones, PaidPeriod, StageChange
-from funnel.services import milestones_refresh
+from funnel.services import milestones_rebuild
 
 
 class Command(BaseCommand):
@@ -30,11 +29,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, reset: bool = False, **options: Any) -> None:
         started = time.perf_counter()
         with transaction.atomic():
-            if reset:
-                StageChange.objects.all().delete()
-                PaidPeriod.objects.all().delete()
-                Milestones.objects.all().delete()
-            result = milestones_refresh()
+            result = milestones_rebuild(reset=reset)
         self.stdout.write(
             f"{result.customers} customers, {result.changed} milestone rows written, "
             f"{result.stage_changes} stage changes recorded in "
