@@ -54,3 +54,35 @@ def fresh_database(cfg: dict[str, Any]) -> None:
         cur.execute(f'DROP DATABASE IF EXISTS "{cfg["NAME"]}"')
         cur.execute(f'CREATE DATABASE "{cfg["NAME"]}"')
     admin.close()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process, and of its children that it waited for
+    (Linux ``/proc``; 0.0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime, stime, cutime, cstime: fields 14-17 of proc(5), 12-15 after the name.
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU seconds of every PostgreSQL server process on this machine (the postmaster
+    counts the backends that have exited): a benchmark's database work, plus whatever
+    else the server did meanwhile. 0.0 where ``/proc`` is missing."""
+    total = 0.0
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return total
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm") as comm:
+                name = comm.read().strip()
+        except OSError:
+            continue
+        if name in {"postgres", "postmaster"}:
+            total += process_cpu_seconds(int(pid))
+    return total

@@ -3,7 +3,10 @@
 For each size it prints relationships/s, wall time, peak RSS of this (the worker's)
 process, HTTP calls, the time the simulator alone needs to serve the same pages (the
 floor: a bare HTTP loop with no database), and the same for an unchanged re-sync, with a
-check that no duplicate row exists. The simulator runs in its own process, as WeCom would.
+check that no duplicate row exists, and where the CPU went during each sync (this worker
+process, the simulator, and every PostgreSQL server process on this machine: with two
+cores, a sync is as fast as the sum allows). The simulator runs in its own process, as
+WeCom would.
 
 Usage: python -m bench.sync [--relationships 100000 --relationships 1000000] [--staff 200]
 Needs BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/scrm_bench).
@@ -21,6 +24,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from bench.common import load_average, postgres_cpu_seconds, process_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/scrm_bench"
@@ -125,12 +130,40 @@ def _reset_tables() -> None:
         )
 
 
-def _sync(client: Any) -> tuple[Any, float]:
+@dataclasses.dataclass
+class Timed:
+    run: Any
+    seconds: float
+    #: CPU seconds during the sync: this worker process, the simulator, PostgreSQL.
+    worker_cpu: float
+    simulator_cpu: float
+    postgres_cpu: float
+
+    def cpu_line(self) -> str:
+        return (
+            f"CPU {self.worker_cpu:.1f} s worker, {self.postgres_cpu:.1f} s PostgreSQL, "
+            f"{self.simulator_cpu:.1f} s simulator ({load_average()})"
+        )
+
+
+def _sync(client: Any, simulator_pid: int) -> Timed:
     from channels.wecom.sync import SyncEngine, sync_run_start
 
+    before = (
+        process_cpu_seconds(os.getpid()),
+        process_cpu_seconds(simulator_pid),
+        postgres_cpu_seconds(),
+    )
     started = time.perf_counter()
     run = SyncEngine(sync_run_start(), client).execute()
-    return run, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    return Timed(
+        run,
+        seconds,
+        process_cpu_seconds(os.getpid()) - before[0],
+        process_cpu_seconds(simulator_pid) - before[1],
+        postgres_cpu_seconds() - before[2],
+    )
 
 
 def bench(relationships: int, staff: int) -> dict[str, Any]:
@@ -157,7 +190,8 @@ def bench(relationships: int, staff: int) -> dict[str, Any]:
         print(f"  floor: {floor_pages:,} pages / {floor_rows:,} rows served in {floor_s:.2f}s")
 
         client = WeComClient(config, store=LocMemCache(f"b-{uuid.uuid4().hex}", {}))
-        run, seconds = _sync(client)
+        timed = _sync(client, sim.proc.pid)
+        run, seconds = timed.run, timed.seconds
         assert run.status == "succeeded", run.errors
         first = {
             "seconds": seconds,
@@ -172,7 +206,9 @@ def bench(relationships: int, staff: int) -> dict[str, Any]:
             f"WeCom {run.wecom_follows:,} vs ours {run.active_follows:,}, "
             f"peak RSS {_peak_rss_mb():.0f} MB"
         )
-        again, seconds2 = _sync(client)
+        print(f"           {timed.cpu_line()}")
+        timed2 = _sync(client, sim.proc.pid)
+        again, seconds2 = timed2.run, timed2.seconds
         with connection.cursor() as cur:
             cur.execute(
                 "SELECT (SELECT count(*) FROM customers_follow), "
@@ -187,6 +223,7 @@ def bench(relationships: int, staff: int) -> dict[str, Any]:
             f"follows {follows:,} (distinct {distinct_follows:,}), customers {customers:,} "
             f"(distinct {distinct_customers:,}), peak RSS {_peak_rss_mb():.0f} MB"
         )
+        print(f"           {timed2.cpu_line()}")
         assert (again.created, again.updated, again.deleted) == (0, 0, 0)
         assert follows == distinct_follows == relationships
         assert customers == distinct_customers
