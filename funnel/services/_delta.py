@@ -4,16 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
 
-from funnel.models import Milestones
+from funnel.models import Milestones, StageChange
 from funnel.services._refresh import milestones_refresh
-from funnel.services._sql import _FRESH, _MILESTONE_COLUMNS, CHUNK, _delta_sql, _fresh_sql, _params
+from funnel.services._sql import (
+    _FRESH,
+    _MILESTONE_COLUMNS,
+    CHUNK,
+    _candidates_sql,
+    _delta_sql,
+    _differs,
+    _fresh_sql,
+    _params,
+    _stage_changes_sql,
+)
 from funnel.services._write import (
     _FEW_SETTINGS,
     _REBUILD_LOCK,
+    _STAGE_CHANGE_COLUMNS,
     RefreshResult,
     _refresh_through_temp,
     _serialize,
@@ -56,19 +68,58 @@ def milestones_add_activities(
         params["activities"] = (
             activities if postgres else "[" + ",".join(str(int(i)) for i in activities) + "]"
         )
-        cursor.execute(f"DROP TABLE IF EXISTS {_FRESH}")
-        cursor.execute(f"CREATE TEMPORARY TABLE {_FRESH} AS {_delta_sql()}", params)
-        cursor.execute(f"SELECT customer_id FROM {_FRESH}")
-        folded = {row[0] for row in cursor.fetchall()}
-        _write_fresh(cursor, now, result, empty=False)
-        # Every announced customer has a new activity: those not folded in have no row (or
-        # a stale one) and are refreshed in full.
+        params["now"] = now
+        if postgres:
+            folded = _fold_pg(cursor, params, result)
+        else:
+            cursor.execute(f"SELECT customer_id FROM ({_candidates_sql()}) cand", params)
+            folded = {row[0] for row in cursor.fetchall()}
+            cursor.execute(f"DROP TABLE IF EXISTS {_FRESH}")
+            cursor.execute(f"CREATE TEMPORARY TABLE {_FRESH} AS {_delta_sql()}", params)
+            _write_fresh(cursor, now, result, empty=False)
+        # Customers without a row that can take the fold (none yet, or a stale one) are
+        # refreshed in full. Those with one but no new activity that counts (system kinds
+        # only) keep it as it is: such activities change no milestone.
         missing = [i for i in ids if i not in folded]
         for start in range(0, len(missing), CHUNK):
             _refresh_through_temp(cursor, missing[start : start + CHUNK], now, result, empty=False)
         if postgres:
             _settings(cursor, previous)
     return result
+
+
+def _fold_pg(cursor: Any, params: dict[str, Any], result: RefreshResult) -> set[int]:
+    """The delta on PostgreSQL in one statement: the folded rows, their stage changes
+    (read against the stored rows: every part of a statement sees the same snapshot)
+    and the UPDATE of the rows that differ. Instead of a temporary table (new catalog
+    rows at every call) and an upsert's speculative insertion: every row exists.
+    Returns the customers whose rows could take the fold."""
+    milestones = Milestones._meta.db_table
+    updates = ", ".join(f"{c} = f.{c}" for c in _MILESTONE_COLUMNS[1:])
+    cursor.execute(
+        f"""
+        WITH cand AS MATERIALIZED ({_candidates_sql()}),
+        fresh AS MATERIALIZED ({_delta_sql(candidates="cand")}),
+        changes AS (
+            INSERT INTO {StageChange._meta.db_table} ({_STAGE_CHANGE_COLUMNS})
+            {_stage_changes_sql("fresh", "cand")}
+            RETURNING 1
+        ),
+        written AS (
+            UPDATE {milestones} t SET {updates} FROM fresh f
+            WHERE t.customer_id = f.customer_id AND ({_differs("t", "f")})
+            RETURNING 1
+        )
+        SELECT ARRAY(SELECT customer_id FROM cand), (SELECT COUNT(*) FROM fresh),
+            (SELECT COUNT(*) FROM changes), (SELECT COUNT(*) FROM written)
+        """,
+        params,
+    )
+    candidates, fresh, changes, written = cursor.fetchone()
+    result.customers += fresh
+    result.stage_changes += changes
+    result.changed += written
+    return set(candidates)
 
 
 def milestones_add_customers(

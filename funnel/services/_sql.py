@@ -338,26 +338,37 @@ _STAGE_TIMES = {
 }
 
 
-def _delta_sql() -> str:
+def _candidates_sql() -> str:
+    """SELECT of the stored milestone rows of the customers ``%(ids)s`` that new
+    activities can be folded into: those whose acquisition time is the customer's (a
+    change of it not refreshed yet needs the full refresh)."""
+    milestones, customer = Milestones._meta.db_table, Customer._meta.db_table
+    # NOT DISTINCT: not an index condition, so that the customer is looked up by id (its
+    # row is in the buffers, just locked), not through the acquired_at index.
+    return f"""SELECT m.* FROM {milestones} m
+    JOIN {customer} c ON c.id = m.customer_id
+        AND NOT (c.acquired_at {_vendor_sql()["distinct"]} m.acquired_at)
+    WHERE {_in_ids("m.customer_id", False)}"""
+
+
+def _delta_sql(*, candidates: str | None = None) -> str:
     """SELECT of the milestone rows of the customers ``%(ids)s`` with the activities
     ``%(activities)s`` folded in (``_MILESTONE_COLUMNS`` in order): of the customers with
-    a stored row whose acquisition time is the customer's (others are left out)."""
-    milestones, activity = Milestones._meta.db_table, Activity._meta.db_table
-    customer = Customer._meta.db_table
+    a new activity that counts and a stored row that can take it (``_candidates_sql``;
+    the name of a CTE of them defined around this SELECT, when given)."""
+    activity = Activity._meta.db_table
     if connection.vendor == "postgresql":
         in_activities = "a.id = ANY(%(activities)s)"
     else:
         in_activities = "a.id IN (SELECT value FROM json_each(%(activities)s))"
+    own = "" if candidates else f"cand AS ({_candidates_sql()}),\n"
+    cand = candidates or "cand"
     return f"""
-WITH {_kinds_sql()[2]}new AS (
+WITH {_kinds_sql()[2]}{own}new AS (
     SELECT a.customer_id,
         {_activity_aggregates("nm.acquired_at")}
     FROM {activity} a
-    JOIN {milestones} nm ON nm.customer_id = a.customer_id
-    -- The customer rows are in the buffers (just locked). NOT DISTINCT: not an index
-    -- condition, so that the look-up is by id, not through the acquired_at index.
-    JOIN {customer} c ON c.id = a.customer_id
-        AND NOT (c.acquired_at {_vendor_sql()["distinct"]} nm.acquired_at)
+    JOIN {cand} nm ON nm.customer_id = a.customer_id
     WHERE {in_activities} AND {_in_ids("a.customer_id", False)} AND {_engaged_only()}
     GROUP BY a.customer_id
 ),
@@ -370,10 +381,30 @@ base AS (
         m.engaged_weeks | COALESCE(n.engaged_weeks, 0) AS engaged_weeks,
         m.engaged_months | COALESCE(n.engaged_months, 0) AS engaged_months,
         m.paid_orders, m.last_paid_at, m.purchase_interval
-    FROM new n JOIN {milestones} m ON m.customer_id = n.customer_id
+    FROM new n JOIN {cand} m ON m.customer_id = n.customer_id
 ),
 {_stages_from_base()}
 """
+
+
+def _stage_changes_sql(fresh: str, stored: str) -> str:
+    """SELECT of the stage changes (customer_id, from_stage, to_stage, at, recorded_at)
+    from the ``stored`` milestone rows (none: stage 1) to the ``fresh`` ones, recorded at
+    ``%(now)s``: one row per stage entered, at the time it was reached; a fall, at now."""
+    return f"""SELECT f.customer_id, s.k - 1, s.k, CASE s.k {_stage_times("f")} END, %(now)s
+        FROM {fresh} f
+        LEFT JOIN {stored} m ON m.customer_id = f.customer_id
+        JOIN ({_steps()}) s ON s.k > COALESCE(m.stage, 1) AND s.k <= f.stage
+        UNION ALL
+        SELECT f.customer_id, m.stage, f.stage, %(now)s, %(now)s
+        FROM {fresh} f JOIN {stored} m ON m.customer_id = f.customer_id
+        WHERE f.stage < m.stage"""
+
+
+def _differs(stored: str, fresh: str) -> str:
+    """A condition: the row ``stored`` differs from ``fresh`` in some milestone column."""
+    distinct = _vendor_sql()["distinct"]
+    return " OR ".join(f"{stored}.{c} {distinct} {fresh}.{c}" for c in _MILESTONE_COLUMNS[1:])
 
 
 def _earliest(stored: str, new: str) -> str:

@@ -14,13 +14,12 @@ from funnel.models import Milestones, PaidPeriod, StageChange
 from funnel.services._sql import (
     _FRESH,
     _MILESTONE_COLUMNS,
+    _differs,
     _fresh_paid_sql,
     _fresh_sql,
     _in_ids,
     _params,
-    _stage_times,
-    _steps,
-    _vendor_sql,
+    _stage_changes_sql,
 )
 
 
@@ -108,33 +107,20 @@ def _write_fresh(cursor: Any, now: datetime, result: RefreshResult, *, empty: bo
     """Record the stage changes from the stored rows to those of the ``_FRESH`` table, then
     write the rows that differ (and drop ``_FRESH``)."""
     milestones = Milestones._meta.db_table
-    distinct = _vendor_sql()["distinct"]
     fresh_rows = _count(cursor, _FRESH)
     result.customers += fresh_rows
     if connection.vendor == "postgresql" and fresh_rows > 50_000:
         # A temporary table has no statistics; the joins below need them at scale.
         cursor.execute(f"ANALYZE {_FRESH}")
     cursor.execute(
-        f"""
-        INSERT INTO {StageChange._meta.db_table}
-            (customer_id, from_stage, to_stage, at, recorded_at)
-        SELECT f.customer_id, s.k - 1, s.k, CASE s.k {_stage_times("f")} END, %(now)s
-        FROM {_FRESH} f
-        LEFT JOIN {milestones} m ON m.customer_id = f.customer_id
-        JOIN ({_steps()}) s ON s.k > COALESCE(m.stage, 1) AND s.k <= f.stage
-        UNION ALL
-        SELECT f.customer_id, m.stage, f.stage, %(now)s, %(now)s
-        FROM {_FRESH} f JOIN {milestones} m ON m.customer_id = f.customer_id
-        WHERE f.stage < m.stage
-        """,
+        f"INSERT INTO {StageChange._meta.db_table} "
+        f"({_STAGE_CHANGE_COLUMNS}) {_stage_changes_sql(_FRESH, milestones)}",
         {"now": now},
     )
     result.stage_changes += max(cursor.rowcount, 0)
     columns = ", ".join(_MILESTONE_COLUMNS)
     updates = ", ".join(f"{c} = excluded.{c}" for c in _MILESTONE_COLUMNS[1:])
-    changed = " OR ".join(
-        f"{milestones}.{c} {distinct} excluded.{c}" for c in _MILESTONE_COLUMNS[1:]
-    )
+    changed = _differs(milestones, "excluded")
     # ``WHERE 1 = 1`` lets SQLite tell the upsert's ON CONFLICT from a join's ON. Into an
     # empty table every row is new: a plain INSERT, without the speculative insertion.
     upsert = "" if empty else f"ON CONFLICT (customer_id) DO UPDATE SET {updates} WHERE {changed}"
@@ -145,6 +131,7 @@ def _write_fresh(cursor: Any, now: datetime, result: RefreshResult, *, empty: bo
     cursor.execute(f"DROP TABLE {_FRESH}")
 
 
+_STAGE_CHANGE_COLUMNS = "customer_id, from_stage, to_stage, at, recorded_at"
 _FRESH_PAID = "funnel_fresh_paid"
 
 

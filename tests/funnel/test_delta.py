@@ -227,3 +227,37 @@ def test_other_announcements_of_activities_take_the_full_path(delta_calls: list[
     announce([c.pk], Fact.ACTIVITY, Fact.FOLLOW, activity_ids=stored.ids)
     assert delta_calls == [1]
     _assert_equals_reference([c])
+
+
+def test_a_customer_with_only_system_activities_in_a_batch_keeps_the_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import funnel.services._delta
+
+    engaged, quiet = customer(local(2026, 3, 1, 10)), customer(local(2026, 3, 2, 10))
+    full: list[list[int]] = []
+    original = funnel.services._delta._refresh_through_temp
+
+    def spy(cursor: Any, ids: list[int], *args: Any, **kwargs: Any) -> Any:
+        full.append(ids)
+        return original(cursor, ids, *args, **kwargs)
+
+    monkeypatch.setattr(funnel.services._delta, "_refresh_through_temp", spy)
+    activities_record(
+        rows=[
+            ActivityInput(
+                customer_id=c.pk,
+                kind=kind,
+                occurred_at=local(2026, 3, 20, 10),
+                source=ActivitySource.API,
+            )
+            for c, kind in (
+                (engaged, ActivityKind.PAGE_VIEWED),
+                (quiet, ActivityKind.CONTACT_ADDED),
+            )
+        ]
+    )
+    # Neither is refreshed in full: one folded in, the other has nothing that counts.
+    assert full == []
+    _assert_equals_reference([engaged, quiet])
+    assert Milestones.objects.get(customer=engaged).retained_at == local(2026, 3, 20, 10)
