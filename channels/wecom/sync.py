@@ -324,14 +324,18 @@ class SyncEngine:
             # Decided once per run (a resumed run keeps it): whether the corp had no WeCom
             # follow at all before this pass; see contacts_apply_prepared(first_load=).
             checkpoint["first_load"] = not _wecom_follows().exists()
-        if checkpoint != self.run.checkpoint:
-            with transaction.atomic():
-                self._save(checkpoint=checkpoint)
         writers = (
             [_Writer(f"wecom-sync-{self.run.pk}-writer{k}") for k in range(self.writers)]
             if self._pipelined()
             else []
         )
+        # Every part of this attempt starts where it resumes (a part of an earlier attempt
+        # with more writers would otherwise hold the resume point back for good).
+        start = [position.batch, position.page, position.cursor]
+        checkpoint["parts"] = {str(k): start for k in range(max(len(writers), 1))}
+        if checkpoint != self.run.checkpoint:
+            with transaction.atomic():
+                self._save(checkpoint=checkpoint)
 
         def flush() -> None:
             nonlocal buffer, pages_in_buffer

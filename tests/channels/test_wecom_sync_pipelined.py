@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 
 from channels.models import SyncRun
-from channels.wecom.sync import SyncEngine, sync_run_start
+from channels.wecom.sync import PAGE_LIMIT, SyncEngine, sync_run_start
 from tests.channels.test_wecom_sync import (  # noqa: F401  (fixtures and tests, run here too)
     client,
     our_pairs,
@@ -54,3 +54,45 @@ def test_a_first_load_skips_the_unchanged_look_up_and_a_later_sync_does_not(
     again = run_sync(client, flush_rows=80, after_flush=note)
     assert seen and not any(seen)
     assert (again.created, again.updated, again.deleted) == (0, 0, 0)
+
+
+def test_a_resumed_run_starts_every_part_where_the_earliest_stopped(
+    sim,  # noqa: F811 (the fixture)
+    client,  # noqa: F811
+) -> None:
+    # An attempt with three writers died with its parts committed unevenly; the next
+    # attempt has two writers.
+    calls_before = client.calls
+    first = run_sync(client, flush_rows=40, writers=3)
+    whole_pass = client.calls - calls_before
+    userids = sorted({userid for _eid, userid in wecom_pairs(sim)})
+    second_page = client.batch_get_by_user(userids, cursor="", limit=PAGE_LIMIT)["next_cursor"]
+    assert second_page
+    SyncRun.objects.filter(pk=first.pk).update(
+        status="running",
+        finished_at=None,
+        lease_token="",
+        checkpoint={
+            "phase": "contacts",
+            "userids": userids,
+            "since": first.started_at.isoformat(),
+            "first_load": False,
+            # Only the earliest part's cursor is ever sent.
+            "parts": {"0": [0, 2, "-"], "1": [0, 1, second_page], "2": [0, 3, "-"]},
+        },
+    )
+    seen: list[dict] = []
+    calls_before = client.calls
+    again = SyncEngine(
+        SyncRun.objects.get(pk=first.pk),
+        client,
+        flush_rows=40,
+        writers=2,
+        after_flush=lambda run: seen.append(dict(run.checkpoint["parts"])),
+    ).execute()
+    assert again.status == "succeeded"
+    assert our_pairs() == wecom_pairs(sim)
+    # Resumed from part 1's page (with its cursor), not from the start...
+    assert client.calls - calls_before < whole_pass
+    # ...and the third part, gone with its writer, no longer holds the resume point.
+    assert seen and all(set(parts) == {"0", "1"} for parts in seen)
