@@ -72,7 +72,7 @@ def milestones_add_activities(
         if postgres:
             folded = _fold_pg(cursor, params, result)
         else:
-            cursor.execute(f"SELECT customer_id FROM ({_candidates_sql()}) cand", params)
+            cursor.execute(_candidates_sql(), params)
             folded = {row[0] for row in cursor.fetchall()}
             cursor.execute(f"DROP TABLE IF EXISTS {_FRESH}")
             cursor.execute(f"CREATE TEMPORARY TABLE {_FRESH} AS {_delta_sql()}", params)
@@ -98,11 +98,10 @@ def _fold_pg(cursor: Any, params: dict[str, Any], result: RefreshResult) -> set[
     updates = ", ".join(f"{c} = f.{c}" for c in _MILESTONE_COLUMNS[1:])
     cursor.execute(
         f"""
-        WITH cand AS MATERIALIZED ({_candidates_sql()}),
-        fresh AS MATERIALIZED ({_delta_sql(candidates="cand")}),
+        WITH fresh AS MATERIALIZED ({_delta_sql()}),
         changes AS (
             INSERT INTO {StageChange._meta.db_table} ({_STAGE_CHANGE_COLUMNS})
-            {_stage_changes_sql("fresh", "cand")}
+            {_stage_changes_sql("fresh", milestones)}
             RETURNING 1
         ),
         written AS (
@@ -110,7 +109,7 @@ def _fold_pg(cursor: Any, params: dict[str, Any], result: RefreshResult) -> set[
             WHERE t.customer_id = f.customer_id AND ({_differs("t", "f")})
             RETURNING 1
         )
-        SELECT ARRAY(SELECT customer_id FROM cand), (SELECT COUNT(*) FROM fresh),
+        SELECT ARRAY({_candidates_sql()}), (SELECT COUNT(*) FROM fresh),
             (SELECT COUNT(*) FROM changes), (SELECT COUNT(*) FROM written)
         """,
         params,

@@ -339,36 +339,37 @@ _STAGE_TIMES = {
 
 
 def _candidates_sql() -> str:
-    """SELECT of the stored milestone rows of the customers ``%(ids)s`` that new
+    """SELECT of the customers among ``%(ids)s`` whose stored milestone row new
     activities can be folded into: those whose acquisition time is the customer's (a
     change of it not refreshed yet needs the full refresh)."""
     milestones, customer = Milestones._meta.db_table, Customer._meta.db_table
-    # NOT DISTINCT: not an index condition, so that the customer is looked up by id (its
-    # row is in the buffers, just locked), not through the acquired_at index.
-    return f"""SELECT m.* FROM {milestones} m
+    return f"""SELECT m.customer_id FROM {milestones} m
     JOIN {customer} c ON c.id = m.customer_id
         AND NOT (c.acquired_at {_vendor_sql()["distinct"]} m.acquired_at)
     WHERE {_in_ids("m.customer_id", False)}"""
 
 
-def _delta_sql(*, candidates: str | None = None) -> str:
+def _delta_sql() -> str:
     """SELECT of the milestone rows of the customers ``%(ids)s`` with the activities
     ``%(activities)s`` folded in (``_MILESTONE_COLUMNS`` in order): of the customers with
-    a new activity that counts and a stored row that can take it (``_candidates_sql``;
-    the name of a CTE of them defined around this SELECT, when given)."""
-    activity = Activity._meta.db_table
+    a new activity that counts and a stored row that can take it (those of
+    ``_candidates_sql``)."""
+    milestones, activity = Milestones._meta.db_table, Activity._meta.db_table
+    customer = Customer._meta.db_table
     if connection.vendor == "postgresql":
         in_activities = "a.id = ANY(%(activities)s)"
     else:
         in_activities = "a.id IN (SELECT value FROM json_each(%(activities)s))"
-    own = "" if candidates else f"cand AS ({_candidates_sql()}),\n"
-    cand = candidates or "cand"
     return f"""
-WITH {_kinds_sql()[2]}{own}new AS (
+WITH {_kinds_sql()[2]}new AS (
     SELECT a.customer_id,
         {_activity_aggregates("nm.acquired_at")}
     FROM {activity} a
-    JOIN {cand} nm ON nm.customer_id = a.customer_id
+    JOIN {milestones} nm ON nm.customer_id = a.customer_id
+    -- The customer rows are in the buffers (just locked). NOT DISTINCT: not an index
+    -- condition, so that the look-up is by id, not through the acquired_at index.
+    JOIN {customer} c ON c.id = a.customer_id
+        AND NOT (c.acquired_at {_vendor_sql()["distinct"]} nm.acquired_at)
     WHERE {in_activities} AND {_in_ids("a.customer_id", False)} AND {_engaged_only()}
     GROUP BY a.customer_id
 ),
@@ -381,7 +382,7 @@ base AS (
         m.engaged_weeks | COALESCE(n.engaged_weeks, 0) AS engaged_weeks,
         m.engaged_months | COALESCE(n.engaged_months, 0) AS engaged_months,
         m.paid_orders, m.last_paid_at, m.purchase_interval
-    FROM new n JOIN {cand} m ON m.customer_id = n.customer_id
+    FROM new n JOIN {milestones} m ON m.customer_id = n.customer_id
 ),
 {_stages_from_base()}
 """
