@@ -109,7 +109,12 @@ def _fold_pg(cursor: Any, params: dict[str, Any], result: RefreshResult) -> set[
             WHERE t.customer_id = f.customer_id AND ({_differs("t", "f")})
             RETURNING 1
         )
-        SELECT ARRAY({_candidates_sql()}), (SELECT COUNT(*) FROM fresh),
+        SELECT ARRAY(
+                -- Folded in, so a candidate; the others looked up (system kinds only).
+                SELECT customer_id FROM fresh UNION ALL SELECT * FROM ({_candidates_sql()}) c
+                WHERE c.customer_id NOT IN (SELECT customer_id FROM fresh)
+            ),
+            (SELECT COUNT(*) FROM fresh),
             (SELECT COUNT(*) FROM changes), (SELECT COUNT(*) FROM written)
         """,
         params,
