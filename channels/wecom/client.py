@@ -1,5 +1,4 @@
-"""The WeCom client: wechatpy's request conventions, with the parts wechatpy 1.8.18 gets
-wrong fixed, on a leaner HTTP path than wechatpy's.
+"""The WeCom client: wechatpy underneath, with the parts wechatpy 1.8.18 gets wrong fixed.
 
 What this adds over ``wechatpy.enterprise.WeChatClient`` (WECOM.md §3):
 
@@ -12,9 +11,10 @@ What this adds over ``wechatpy.enterprise.WeChatClient`` (WECOM.md §3):
 * calls are limited client-side per API (10,000/min, 150,000/h, 5 in flight by default),
   so the corp is never locked out for an hour by its own sync;
 * errors are classified (``channels.wecom.errors``) into transient and permanent;
-* calls skip what ``requests.Session.request`` redoes per call (see ``_Transport``): a
-  full sync makes one call per 100 relationships, and that overhead was a third of the
-  sync worker's CPU.
+* a full sync makes one call per 100 relationships, so wechatpy's per-call overhead was a
+  third of the sync worker's CPU: the session resolves the environment (proxy variables,
+  a netrc file looked for on disk) once instead of per call, and answers are read by
+  orjson, with wechatpy's own reading for what orjson refuses.
 """
 
 from __future__ import annotations
@@ -28,14 +28,13 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import orjson
 import requests
-import requests.adapters
-import urllib3
 from django.conf import settings
 from django.core.cache import BaseCache, cache
+from wechatpy.enterprise import WeChatClient
+from wechatpy.exceptions import WeChatClientException
 
 from channels.wecom.errors import (
     CREDENTIAL_CODES,
@@ -224,71 +223,27 @@ def _decode(content: bytes) -> Any:
         return None
 
 
-class _Transport:
-    """WeCom's HTTP: urllib3's connection pool, taken from the ``requests`` session's own
-    adapter, with what ``Session.request`` works out per call worked out once here.
+class _WechatpyClient(WeChatClient):
+    """wechatpy's client with our token source; its own retry is turned off (it recurses
+    without bound on a server that keeps answering 42001)."""
 
-    Per call, ``Session.request`` (wechatpy's path) merges the environment (proxy
-    variables, and a netrc file looked for on disk), prepares cookies and hooks, and reads
-    the answer in 10 KB chunks; for a page of 100 relationships that cost more than
-    reading its JSON. The request sent is the one wechatpy sends: ``requests``' default
-    headers (and a netrc login, if one matches the host), the access token in the query
-    string, the body JSON as UTF-8 with no Content-Type (WECOM.md §0), the same proxy, CA
-    bundle, timeouts and no retry. Not carried over, as WeCom's API uses neither: cookies,
-    and redirects (one is answered like any other non-JSON answer, a transient error).
-    """
+    def __init__(self, config: WeComConfig, tokens: TokenStore) -> None:
+        super().__init__(config.corp_id, config.secret, timeout=config.timeout, auto_retry=False)
+        self.API_BASE_URL = config.api_base
+        self._tokens = tokens
 
-    def __init__(self, session: requests.Session, api_base: str, timeout: float) -> None:
-        # The environment as requests reads it for this host: proxies, CA bundle, client
-        # certificate. Resolved once, when the client is made (get_client makes a client
-        # per configuration, once per process).
-        env = session.merge_environment_settings(api_base, {}, None, None, None)
-        self._proxies: dict[str, str] = env["proxies"]
-        self._verify = env["verify"]
-        self._cert = env["cert"]
-        self._base = session.prepare_request(requests.Request("POST", api_base))
-        adapter = session.get_adapter(api_base)
-        if not isinstance(adapter, requests.adapters.HTTPAdapter):
-            raise TypeError(f"WeCom calls need requests' HTTPAdapter, not {adapter!r}")
-        self._adapter = adapter
-        self.headers = {
-            k: v if isinstance(v, str) else v.decode("latin-1")
-            for k, v in self._base.headers.items()
-            if k.lower() != "content-length"
-        }
-        # The path of the base URL, or the whole URL through a plain HTTP proxy.
-        self.prefix = self._adapter.request_url(self._base, self._proxies)
-        self.timeout = urllib3.Timeout(connect=timeout, read=timeout)
+    @property
+    def access_token(self) -> str:
+        return self._tokens.get()
 
-    def _pool(self) -> urllib3.HTTPConnectionPool:
-        # Asked of the adapter per call (the pool manager's look-up of its pool for the
-        # host), so a pool it has evicted and closed is never used.
-        pool = self._adapter.get_connection_with_tls_context(
-            self._base, self._verify, proxies=self._proxies, cert=self._cert
-        )
-        self._adapter.cert_verify(pool, self._base.url or "", self._verify, self._cert)
-        return pool
+    def fetch_access_token(self) -> dict[str, Any]:
+        token = self._tokens.get()
+        return {"access_token": token}
 
-    def request(
-        self, method: str, path: str, params: Mapping[str, Any], body: bytes | None
-    ) -> tuple[int, bytes]:
-        """(HTTP status, body) of one call; urllib3's errors as they come."""
-        headers = self.headers
-        if body is not None:
-            headers = {**headers, "Content-Length": str(len(body))}
-        response = self._pool().urlopen(
-            method.upper(),
-            f"{self.prefix}{path}?{urlencode(params, doseq=True)}",
-            body=body,
-            headers=headers,
-            redirect=False,
-            assert_same_host=False,
-            preload_content=True,
-            decode_content=True,
-            retries=self._adapter.max_retries,
-            timeout=self.timeout,
-        )
-        return response.status, response.data
+    def _decode_result(self, res: requests.Response) -> Any:
+        # wechatpy's hook for reading an answer: the response itself when it is not JSON.
+        result = _decode(res.content)
+        return res if result is None else result
 
 
 class WeComClient:
@@ -298,9 +253,14 @@ class WeComClient:
         self.config = config or WeComConfig.from_settings()
         store = store or cache
         self.http = requests.Session()
+        # The environment's proxy for WeCom's host, looked up once: with trust_env on,
+        # requests redoes that (and looks for a netrc file on disk) on every call.
+        self.http.proxies.update(requests.utils.get_environ_proxies(self.config.api_base))
+        self.http.trust_env = False
         self.tokens = TokenStore(self.config, self.http, store)
         self.limiter = RateLimiter(self.config, store)
-        self.transport = _Transport(self.http, self.config.api_base, self.config.timeout)
+        self._wechat = _WechatpyClient(self.config, self.tokens)
+        self._wechat._http = self.http
         self.calls = 0
 
     # --- transport ---------------------------------------------------------------------
@@ -311,53 +271,41 @@ class WeComClient:
     def post(self, path: str, data: Mapping[str, Any]) -> dict[str, Any]:
         return self._call("post", path, data=dict(data))
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        data: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        # As wechatpy encodes a body: JSON, non-ASCII as is, UTF-8. As requests encodes
-        # a query: a None value is left out.
-        body = None if data is None else json.dumps(data, ensure_ascii=False).encode()
-        query = {k: v for k, v in (params or {}).items() if v is not None}
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        params = dict(kwargs.pop("params", {}) or {})
         for attempt in (1, 2):
             token = self.tokens.get()
-            with self.limiter.slot(path):
-                self.calls += 1
-                try:
-                    status, content = self.transport.request(
-                        method, path, {**query, "access_token": token}, body
+            try:
+                with self.limiter.slot(path):
+                    self.calls += 1
+                    result = self._wechat._request(
+                        method, path, params={**params, "access_token": token}, **kwargs
                     )
-                except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-                    # What requests would have raised as a RequestException (its adapter
-                    # turns urllib3's errors and OSError into those).
-                    raise WeComTransientError(None, f"network error: {exc}", path=path) from exc
-            if 400 <= status < 600:
-                # What requests' raise_for_status refuses: a 4xx is ours to fix.
-                error_class = WeComPermanentError if status < 500 else WeComTransientError
-                raise error_class(None, f"HTTP {status}", path=path)
-            result = _decode(content)
+            except WeChatClientException as exc:
+                error = self._translate(exc, path)
+                if error.errcode in TOKEN_CODES and attempt == 1:
+                    # WeCom may revoke a token early (WECOM.md §1.1): refetch, retry once.
+                    self.tokens.invalidate(token)
+                    continue
+                if error.errcode in TOKEN_CODES:
+                    raise WeComTokenError(error.errcode, error.errmsg, path=path) from exc
+                raise error from exc
+            except requests.RequestException as exc:
+                raise WeComTransientError(None, f"network error: {exc}", path=path) from exc
             if not isinstance(result, dict):
                 raise WeComTransientError(None, "WeCom answered non-JSON", path=path)
-            if "base_resp" in result:  # as wechatpy reads an answer (device APIs)
-                result.update(result.pop("base_resp"))
-            errcode = int(result["errcode"]) if "errcode" in result else 0
-            if "errcode" in result:
-                result["errcode"] = errcode
-            if not errcode:
-                return result
-            error = classify(errcode, str(result.get("errmsg", errcode)), path=path)
-            if errcode in TOKEN_CODES and attempt == 1:
-                # WeCom may revoke a token early (WECOM.md §1.1): refetch, retry once.
-                self.tokens.invalidate(token)
-                continue
-            if errcode in TOKEN_CODES:
-                raise WeComTokenError(errcode, error.errmsg, path=path)
-            raise error
+            return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _translate(exc: WeChatClientException, path: str) -> WeComError:
+        if exc.errcode is None:
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            message = f"HTTP {status}" if status else "HTTP error"
+            if status is not None and 400 <= status < 500:
+                return WeComPermanentError(None, message, path=path)
+            return WeComTransientError(None, message, path=path)
+        return classify(int(exc.errcode), str(exc.errmsg), path=path)
 
     # --- customer contact --------------------------------------------------------------
 

@@ -1,7 +1,7 @@
-"""WeComClient's own HTTP path (``_Transport``, not wechatpy's ``Session.request``): the
-request on the wire is wechatpy's, answers are read as wechatpy reads them, and what the
-client promises on top (token refresh bounded to once, call counting, error classes,
-WECOM_API_BASE, the environment's proxy) still holds."""
+"""WeComClient's HTTP path (wechatpy's, with the environment resolved once and answers
+read by orjson): the request on the wire is plain wechatpy's, answers are read as wechatpy
+reads them, and what the client promises on top (token refresh bounded to once, call
+counting, error classes, WECOM_API_BASE, the environment's proxy) still holds."""
 
 from __future__ import annotations
 
