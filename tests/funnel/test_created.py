@@ -77,7 +77,7 @@ def test_new_customers_get_what_the_full_refresh_writes(full_refreshes: list[set
 
     def new(**data: Any) -> Customer:
         data.setdefault("acquired_at", start + timedelta(hours=len(made), microseconds=7))
-        c: Customer = CustomerFactory(**data)
+        c: Any = CustomerFactory(**data)
         made.append(c)
         return c
 
@@ -142,8 +142,8 @@ def test_new_customers_get_what_the_full_refresh_writes(full_refreshes: list[set
 
 
 def test_created_ids_are_only_ever_announced_customers(full_refreshes: list[set[int]]) -> None:
-    c: Customer = CustomerFactory(acquired_at=local(2026, 3, 1, 9))
-    other: Customer = CustomerFactory(acquired_at=local(2026, 3, 1, 9))
+    c: Any = CustomerFactory(acquired_at=local(2026, 3, 1, 9))
+    other: Any = CustomerFactory(acquired_at=local(2026, 3, 1, 9))
     announce([c.pk], Fact.CUSTOMER, created_ids=[c.pk, other.pk])
     assert Milestones.objects.filter(customer=c).exists()
     assert not Milestones.objects.filter(customer=other).exists()
