@@ -14,7 +14,7 @@ activities and 1,000,000 orders by default), then prints:
   then the raw-vs-milestones check again.
 
 Usage: python -m bench.funnel [--customers 1000000] [--activities N] [--orders N]
-    [--runs 20] [--ingest 100000] [--batch 1000 --batch 5000] [--reuse-seed]
+    [--runs 20] [--ingest 100000] [--batch 1000 --batch 5000] [--reuse-seed] [--trace]
 Needs BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/scrm_bench_funnel),
 a PostgreSQL database on this machine that it creates and empties (never SQLite).
 """
