@@ -124,3 +124,23 @@ def test_a_repurchase_cycle_follows_new_and_refunded_orders() -> None:
         local(2026, 1, 31, 10),
     )
     assert_milestones_follow_the_raw_tables()
+
+
+def test_deleting_a_channel_store_or_staff_clears_the_milestones_copies() -> None:
+    # The copies have no database foreign keys (funnel migration 0003): Django's delete
+    # still sets them to NULL, as it does the customer's own keys.
+    from tests.factories import ChannelFactory, StaffFactory, StoreFactory
+
+    store = StoreFactory()
+    channel, staff = ChannelFactory(), StaffFactory(store=store)
+    c = customer(
+        local(2026, 3, 1, 10), store_id=store.pk, owner_id=staff.pk, source_channel_id=channel.pk
+    )
+    row = milestones(c)
+    assert (row.channel_id, row.store_id, row.owner_id) == (channel.pk, store.pk, staff.pk)
+    channel.delete()
+    staff.delete()
+    store.delete()
+    row = milestones(c)
+    assert (row.channel_id, row.store_id, row.owner_id) == (None, None, None)
+    assert_milestones_follow_the_raw_tables()
