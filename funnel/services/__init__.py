@@ -5,7 +5,14 @@ customers (or of everyone) from the raw tables in a few set-based statements, wr
 the rows that differ, and records stage changes; it keeps the customers' paid periods
 (``PaidPeriod``, the cohort grid's revenue) in step the same way. The ``facts_changed``
 receiver calls it for the customers a write touched; ``rebuild_funnel`` calls it for
-everyone. Being the same SQL, a rebuild gives exactly what incremental maintenance gave.
+everyone (:func:`milestones_rebuild`). Being the same SQL, a rebuild gives exactly what
+incremental maintenance gave. Two shortcuts give the same rows for facts that can only
+add: :func:`milestones_add_activities` folds new activities into the stored rows, and
+:func:`milestones_add_customers` writes the first row of customers just created.
+
+Modules: ``_sql`` (the statements), ``_write`` (writing them, locks and settings),
+``_refresh`` / ``_rebuild`` (the full refresh, of some customers or of everyone),
+``_delta`` (the shortcuts).
 
 Definitions (the product's contract, also in the README):
 
