@@ -6,7 +6,7 @@ writes)."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from hashlib import blake2b
 from typing import Any
@@ -122,7 +122,7 @@ def _plain_row(
     )
 
 
-PAYLOADS: list[tuple[dict[str, Any], dict[str, Any], list[Any]]] = [
+PAYLOADS: list[tuple[dict[str, Any], dict[str, Any], Sequence[Any]]] = [
     (
         {
             "external_userid": "wm1",
