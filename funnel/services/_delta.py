@@ -18,7 +18,7 @@ from funnel.services._sql import (
     _candidates_sql,
     _delta_sql,
     _differs,
-    _fresh_sql,
+    _first_rows_sql,
     _params,
     _stage_changes_sql,
 )
@@ -131,15 +131,14 @@ def milestones_add_customers(
 ) -> RefreshResult:
     """Write the first milestone row of customers this transaction just created, in the
     caller's transaction: the same rows as :func:`milestones_refresh` of these customers,
-    in one statement instead of its temporary tables and upserts.
+    in one plain statement instead of its temporary tables and upserts.
 
-    The row is the full refresh's own SELECT; what is skipped is the comparison with a
-    stored state, and that is only sound with none: no milestone row yet (a conflict
-    means there is one), stage 1 (with no stored row, the full refresh records a stage
-    change for each stage above 1) and no paid order (paid orders make the paid
-    periods). A new customer has no order and none of the activities that move a stage
-    yet, and may already have referees (created in the same flush, or the same
-    transaction); the others, and any customer with a row, get the full refresh.
+    Only for a customer with no fact yet beyond their own row (no activity that counts,
+    no paid order, no referee: what a WeCom sync creates), whose row is acquisition
+    only (``_first_rows_sql``), and with no milestone row yet (a conflict means there
+    is one): with no stored state there is nothing to compare, no stage change (stage
+    1) and no paid period. The others, and any customer with a row, get the full
+    refresh.
     Customers created by another transaction must not be given: without their row locks a
     concurrent writer of their facts would not be waited for.
     """
@@ -162,9 +161,7 @@ def milestones_add_customers(
             # ``WHERE`` before ``ON CONFLICT``: SQLite would read the conflict clause as
             # a join's ON otherwise.
             cursor.execute(
-                f"INSERT INTO {Milestones._meta.db_table} ({columns}) "
-                f"SELECT {columns} FROM ({_fresh_sql(all_customers=False)}) fresh "
-                "WHERE stage = 1 AND paid_orders = 0 "
+                f"INSERT INTO {Milestones._meta.db_table} ({columns}) {_first_rows_sql()} "
                 "ON CONFLICT (customer_id) DO NOTHING RETURNING customer_id",
                 _params(chunk),
             )

@@ -138,6 +138,40 @@ def _engaged_only() -> str:
     return _kinds_sql()[1]
 
 
+def _first_rows_sql() -> str:
+    """SELECT of the milestone rows of the customers in ``%(ids)s`` that have no fact yet
+    beyond their own row (``_MILESTONE_COLUMNS`` in order): no activity that counts, no
+    paid order, no referee. For them the full refresh's SELECT gives exactly this
+    (acquisition only: stage 1, no engagement, nothing paid), at the cost of planning and
+    joining its aggregates; customers with any such fact are left out, for the full
+    refresh."""
+    tables = {
+        "customer": Customer._meta.db_table,
+        "activity": Activity._meta.db_table,
+        "order": Order._meta.db_table,
+    }
+    true = "TRUE" if connection.vendor == "postgresql" else "1"
+    false = "FALSE" if connection.vendor == "postgresql" else "0"
+    kinds_cte = _kinds_sql()[2].rstrip().rstrip(",")
+    nothing = ", ".join(["NULL"] * 9)  # activated_at .. reached_referral_at
+    return f"""
+{f"WITH {kinds_cte}" if kinds_cte else ""}
+SELECT c.id, c.acquired_at, c.source_channel_id, c.store_id, c.owner_id,
+    CASE WHEN c.referred_by_id IS NULL THEN {false} ELSE {true} END, c.lost_at,
+    {nothing}, 1, 0, 0, 0, NULL, NULL
+FROM {tables["customer"]} c
+WHERE {_in_ids("c.id", False)}
+    AND NOT EXISTS (
+        SELECT 1 FROM {tables["activity"]} a WHERE a.customer_id = c.id AND {_engaged_only()}
+    )
+    AND NOT EXISTS (
+        SELECT 1 FROM {tables["order"]} o
+        WHERE o.customer_id = c.id AND o.status = '{OrderStatus.PAID.value}'
+    )
+    AND NOT EXISTS (SELECT 1 FROM {tables["customer"]} r WHERE r.referred_by_id = c.id)
+"""
+
+
 def _fresh_sql(*, all_customers: bool) -> str:
     """SELECT of the recomputed milestone rows (``_MILESTONE_COLUMNS`` in order)."""
     v = _vendor_sql()

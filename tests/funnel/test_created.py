@@ -116,7 +116,10 @@ def test_new_customers_get_what_the_full_refresh_writes(full_refreshes: list[set
         Fact.REFERRAL,
         created_ids=created,
     )
-    assert full_refreshes == [{activated.pk, payer.pk, early.pk}]
+    # The plain first row is for customers with no fact yet (what a sync creates); a
+    # referrer, an engaged, activated or paying customer, and one with a row already,
+    # take the full refresh.
+    assert full_refreshes == [{activated.pk, payer.pk, early.pk, parent.pk, engaged.pk}]
     everyone = [*created, referrer.pk]
     fast = _state(everyone)
 
