@@ -16,6 +16,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -63,6 +64,8 @@ from campaigns.services import confirm, enrollment, levers, sops
 from campaigns.services import content as content_services
 from customers.selectors import customer_visible_qs
 from scrm.dashboard import (
+    M,
+    OffsetPage,
     dashboard_view,
     is_htmx_for,
     offset_paginate,
@@ -105,6 +108,12 @@ def _percent(rate: float | None) -> str:
     return "—" if rate is None else f"{rate * 100:.1f} %"
 
 
+def _page(request: HttpRequest, qs: QuerySet[M]) -> OffsetPage[M]:
+    """The ?page= page of ``qs``, ``PAGE_SIZE`` rows (every list here pages alike)."""
+    number = parse_page_number(request.GET.get("page"))
+    return offset_paginate(qs, number=number, page_size=PAGE_SIZE)
+
+
 # --- Content library -------------------------------------------------------------------
 
 
@@ -129,9 +138,7 @@ def _save(
 def content_list(request: HttpRequest) -> HttpResponse:
     show_archived = request.GET.get("archived") == "1"
     qs = content_list_qs(request.user).filter(is_archived=show_archived).order_by("name", "id")
-    page = offset_paginate(
-        qs, number=parse_page_number(request.GET.get("page")), page_size=PAGE_SIZE
-    )
+    page = _page(request, qs)
     return render(
         request,
         "campaigns/content_list.html",
@@ -234,11 +241,7 @@ def sop_list(request: HttpRequest) -> HttpResponse:
     qs = sop_list_qs(request.user)
     if status in SopStatus.values:
         qs = qs.filter(status=status)
-    page = offset_paginate(
-        qs.order_by("name", "id"),
-        number=parse_page_number(request.GET.get("page")),
-        page_size=PAGE_SIZE,
-    )
+    page = _page(request, qs.order_by("name", "id"))
     context = {"page": page, "status": status, "statuses": SopStatus.choices, "tab": "sops"}
     return render(request, "campaigns/sop_list.html", context)
 
@@ -421,11 +424,7 @@ def sop_preview_csv(request: HttpRequest, pk: int) -> Any:
 @dashboard_view()
 @require_GET
 def campaign_list(request: HttpRequest) -> HttpResponse:
-    page = offset_paginate(
-        campaign_list_qs(request.user).order_by("-created_at", "-id"),
-        number=parse_page_number(request.GET.get("page")),
-        page_size=PAGE_SIZE,
-    )
+    page = _page(request, campaign_list_qs(request.user).order_by("-created_at", "-id"))
     return render(request, "campaigns/campaign_list.html", {"page": page, "tab": "campaigns"})
 
 
@@ -479,11 +478,7 @@ def campaign_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @dashboard_view()
 @require_GET
 def coupon_list(request: HttpRequest) -> HttpResponse:
-    page = offset_paginate(
-        coupon_batch_list_qs(request.user).order_by("-created_at", "-id"),
-        number=parse_page_number(request.GET.get("page")),
-        page_size=PAGE_SIZE,
-    )
+    page = _page(request, coupon_batch_list_qs(request.user).order_by("-created_at", "-id"))
     return render(request, "campaigns/coupon_list.html", {"page": page, "tab": "coupons"})
 
 
@@ -529,9 +524,7 @@ def touchpoint_log(request: HttpRequest) -> HttpResponse:
         qs = qs.order_by("-due_at", "-id")
     else:
         qs = qs.order_by(*qs.query.order_by, "-id")
-    page = offset_paginate(
-        qs, number=parse_page_number(request.GET.get("page")), page_size=PAGE_SIZE
-    )
+    page = _page(request, qs)
     context = {"filter": filterset, "page": page, "tab": "touchpoints"}
     context["partial"] = is_htmx_for(request, TOUCHPOINT_RESULTS)
     template = (

@@ -18,7 +18,9 @@ from django.contrib.auth.views import LoginView, redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django.utils.cache import patch_vary_headers
+from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -31,13 +33,26 @@ ViewFunc = Callable[..., HttpResponse]
 M = TypeVar("M", bound=Model)
 
 
-def dashboard_view(*, roles: Collection[Role] = DASHBOARD_ROLES) -> Callable[[ViewFunc], ViewFunc]:
+_DENIED = _("Your account cannot use this page.")
+
+
+def _dashboard_login_url(next_path: str) -> str:
+    return str(redirect_to_login(next_path)["Location"])
+
+
+def dashboard_view(
+    *,
+    roles: Collection[Role] = DASHBOARD_ROLES,
+    login_url: Callable[[str], str] = _dashboard_login_url,
+    denied: str | Promise = _DENIED,
+) -> Callable[[ViewFunc], ViewFunc]:
     """Let in only signed-in users whose role is in ``roles``.
 
-    Anonymous users go to the login page; an htmx request gets ``HX-Redirect`` instead,
-    because a plain redirect would swap the login page into the middle of the page.
-    A signed-in user without a fitting role gets the 403 page (which offers a logout),
-    not a redirect to login, which would loop.
+    Anonymous users go to ``login_url(<this page>)`` (the dashboard's login page unless
+    told otherwise: the phone pages have their own); an htmx request gets
+    ``HX-Redirect`` instead, because a plain redirect would swap the login page into the
+    middle of the page. A signed-in user without a fitting role gets the 403 page (which
+    offers a logout) saying ``denied``, not a redirect to login, which would loop.
     """
 
     def decorator(view: ViewFunc) -> ViewFunc:
@@ -47,11 +62,10 @@ def dashboard_view(*, roles: Collection[Role] = DASHBOARD_ROLES) -> Callable[[Vi
                 htmx = getattr(request, "htmx", None)
                 if htmx:
                     back_to = htmx.current_url_abs_path or request.get_full_path()
-                    login = redirect_to_login(back_to)
-                    return HttpResponseClientRedirect(login["Location"])
-                return redirect_to_login(request.get_full_path())
+                    return HttpResponseClientRedirect(login_url(back_to))
+                return redirect(login_url(request.get_full_path()))
             if role_of(request.user) not in roles:
-                raise PermissionDenied(_("Your account cannot use this page."))
+                raise PermissionDenied(denied)
             return view(request, *args, **kwargs)
 
         return wrapped

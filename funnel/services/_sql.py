@@ -138,6 +138,21 @@ def _engaged_only() -> str:
     return _kinds_sql()[1]
 
 
+def _raw_tables() -> dict[str, str]:
+    """The raw tables a milestone row is computed from."""
+    return {
+        "customer": Customer._meta.db_table,
+        "activity": Activity._meta.db_table,
+        "order": Order._meta.db_table,
+    }
+
+
+def _is_referred(customer: str) -> str:
+    """The ``is_referred`` column of the customer aliased ``customer``, as a boolean."""
+    true, false = ("TRUE", "FALSE") if connection.vendor == "postgresql" else ("1", "0")
+    return f"CASE WHEN {customer}.referred_by_id IS NULL THEN {false} ELSE {true} END"
+
+
 def _first_rows_sql() -> str:
     """SELECT of the milestone rows of the customers in ``%(ids)s`` that have no fact yet
     beyond their own row (``_MILESTONE_COLUMNS`` in order): no activity that counts, no
@@ -145,19 +160,13 @@ def _first_rows_sql() -> str:
     (acquisition only: stage 1, no engagement, nothing paid), at the cost of planning and
     joining its aggregates; customers with any such fact are left out, for the full
     refresh."""
-    tables = {
-        "customer": Customer._meta.db_table,
-        "activity": Activity._meta.db_table,
-        "order": Order._meta.db_table,
-    }
-    true = "TRUE" if connection.vendor == "postgresql" else "1"
-    false = "FALSE" if connection.vendor == "postgresql" else "0"
+    tables = _raw_tables()
     kinds_cte = _kinds_sql()[2].rstrip().rstrip(",")
     nothing = ", ".join(["NULL"] * 9)  # activated_at .. reached_referral_at
     return f"""
 {f"WITH {kinds_cte}" if kinds_cte else ""}
 SELECT c.id, c.acquired_at, c.source_channel_id, c.store_id, c.owner_id,
-    CASE WHEN c.referred_by_id IS NULL THEN {false} ELSE {true} END, c.lost_at,
+    {_is_referred("c")}, c.lost_at,
     {nothing}, 1, 0, 0, 0, NULL, NULL
 FROM {tables["customer"]} c
 WHERE {_in_ids("c.id", False)}
@@ -175,17 +184,11 @@ WHERE {_in_ids("c.id", False)}
 def _fresh_sql(*, all_customers: bool) -> str:
     """SELECT of the recomputed milestone rows (``_MILESTONE_COLUMNS`` in order)."""
     v = _vendor_sql()
-    tables = {
-        "customer": Customer._meta.db_table,
-        "activity": Activity._meta.db_table,
-        "order": Order._meta.db_table,
-    }
+    tables = _raw_tables()
     gap = v["gap"].format(
         prev="LAG(o.paid_at) OVER (PARTITION BY o.customer_id ORDER BY o.paid_at, o.id)"
     )
     kinds_cte = _kinds_sql()[2]
-    true = "TRUE" if connection.vendor == "postgresql" else "1"
-    false = "FALSE" if connection.vendor == "postgresql" else "0"
     return f"""
 WITH {kinds_cte}acts AS (
     SELECT a.customer_id,
@@ -223,7 +226,7 @@ referrals AS (
 base AS (
     SELECT c.id AS customer_id, c.acquired_at, c.source_channel_id AS channel_id,
         c.store_id, c.owner_id,
-        CASE WHEN c.referred_by_id IS NULL THEN {false} ELSE {true} END AS is_referred,
+        {_is_referred("c")} AS is_referred,
         c.lost_at,
         acts.activated_at, acts.retained_at,
         orders.revenue_at, orders.repurchase_at, referrals.referral_at,

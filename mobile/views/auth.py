@@ -7,33 +7,32 @@ the 403 page. Row-level permission stays in the selectors and access helpers.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from collections.abc import Callable, Collection
-from functools import wraps
-from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import logout as auth_logout
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseClientRedirect
 
 from channels.wecom.client import get_client
 from channels.wecom.errors import WeComError
 from mobile.forms import MobileAuthenticationForm
 from mobile.selectors import staff_user_for_wecom_userid
+from scrm.dashboard import ViewFunc, dashboard_view
 from scrm.roles import Role, role_of
 
 logger = logging.getLogger(__name__)
@@ -45,8 +44,6 @@ MOBILE_ROLES: frozenset[Role] = frozenset({Role.STAFF, Role.MANAGER, Role.OPERAT
 OAUTH_STATE_KEY = "m_wecom_oauth_state"
 #: The safe ``next`` remembered across the WeCom round trip.
 OAUTH_NEXT_KEY = "m_wecom_oauth_next"
-
-ViewFunc = Callable[..., HttpResponse]
 
 
 def safe_next(request: HttpRequest, raw: str | None) -> str | None:
@@ -87,38 +84,21 @@ def oauth_authorize_url() -> str:
     return f"{api.scheme}://{api.netloc}/connect/oauth2/authorize"
 
 
-def login_url_with_next(request: HttpRequest, next_path: str, login: str = "m:login") -> str:
+def login_url_with_next(next_path: str, login: str = "m:login") -> str:
     return f"{reverse(login)}?{urlencode({'next': next_path})}"
 
 
 def mobile_view(
     *, roles: Collection[Role] = MOBILE_ROLES, login: str = "m:login"
 ) -> Callable[[ViewFunc], ViewFunc]:
-    """Let in only signed-in users whose role is in ``roles``.
-
-    Anonymous users go to the ``login`` page (/m/login/, or /m/login/wecom/ for pages
-    that only open inside WeCom) with ?next=<this page>; an htmx request gets
-    ``HX-Redirect`` instead, because a plain redirect would swap the login page into the
-    middle of the page. A signed-in user without a fitting role gets 403 (a redirect to
-    login would loop).
-    """
-
-    def decorator(view: ViewFunc) -> ViewFunc:
-        @wraps(view)
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if not request.user.is_authenticated:
-                htmx = getattr(request, "htmx", None)
-                if htmx:
-                    back_to = htmx.current_url_abs_path or request.get_full_path()
-                    return HttpResponseClientRedirect(login_url_with_next(request, back_to, login))
-                return redirect(login_url_with_next(request, request.get_full_path(), login))
-            if role_of(request.user) not in roles:
-                raise PermissionDenied(_("Your account cannot use the staff pages."))
-            return view(request, *args, **kwargs)
-
-        return wrapped
-
-    return decorator
+    """``dashboard_view`` for the phone pages: anonymous users go to the ``login`` page
+    (/m/login/, or /m/login/wecom/ for pages that only open inside WeCom) with
+    ?next=<this page>, users without a staff-facing role get the 403 page."""
+    return dashboard_view(
+        roles=roles,
+        login_url=functools.partial(login_url_with_next, login=login),
+        denied=gettext_lazy("Your account cannot use the staff pages."),
+    )
 
 
 @sensitive_post_parameters("password")

@@ -12,14 +12,12 @@ from django.core.cache import cache
 
 from channels.wecom.jsapi import agent_config_signature, agent_config_ticket
 from channels.wecom.simulator import Simulator
-from tests.channels.wecom_support import CORP_ID, make_sim, point_app_at
+from tests.channels.wecom_support import CORP_ID, running_agent_sim
 
 
 @pytest.fixture
 def sim(settings) -> Iterator[Simulator]:
-    with make_sim(contacts=4, staff=1) as running:
-        point_app_at(settings, running)
-        settings.WECOM_AGENT_ID = "1000002"
+    with running_agent_sim(settings) as running:
         yield running
 
 

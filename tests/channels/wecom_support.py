@@ -103,6 +103,16 @@ def point_app_at(settings: Any, sim: Simulator) -> None:
 
 
 @contextlib.contextmanager
+def running_agent_sim(settings: Any) -> Iterator[Simulator]:
+    """A small simulator with the app pointed at it and an agent id: what the JS-SDK
+    signature (jsapi, the chat sidebar) needs."""
+    with make_sim(contacts=4, staff=1) as sim:
+        point_app_at(settings, sim)
+        settings.WECOM_AGENT_ID = "1000002"
+        yield sim
+
+
+@contextlib.contextmanager
 def running_wecom(settings: Any, capture: Any, **sim_options: Any) -> Iterator[WeCom]:
     """A started simulator with the app pointed at it: the body of each test module's
     ``wecom`` fixture (fixtures imported across modules would shadow each other)."""

@@ -16,7 +16,7 @@ from django.urls import reverse
 
 from channels.wecom.simulator import Simulator
 from customers.models import Customer
-from tests.channels.wecom_support import make_sim, point_app_at
+from tests.channels.wecom_support import running_agent_sim
 from tests.conftest import PASSWORD, World
 from tests.factories import UserFactory
 
@@ -27,9 +27,7 @@ SIDEBAR = "/m/sidebar/"
 
 @pytest.fixture
 def sim(settings) -> Iterator[Simulator]:
-    with make_sim(contacts=4, staff=1) as running:
-        point_app_at(settings, running)
-        settings.WECOM_AGENT_ID = "1000002"
+    with running_agent_sim(settings) as running:
         yield running
 
 
