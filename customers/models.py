@@ -326,8 +326,18 @@ class CustomerTag(models.Model):
     tag = models.ForeignKey(
         Tag, on_delete=models.CASCADE, related_name="customer_links", db_index=False
     )
+    # Who put the tag there: an attribution, not a fact the link depends on. No database
+    # key: a sync writes a link per WeCom tag of each follow (a deferred check each at
+    # COMMIT), and deleting a staff member would have scanned every link for it (the
+    # column has no index). Django's delete still sets it to NULL.
     staff = models.ForeignKey(
-        Staff, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
+        Staff,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
 

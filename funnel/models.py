@@ -46,12 +46,18 @@ class Milestones(models.Model):
     activity table.
     """
 
+    # The three funnel tables are derived from the customers' facts and keep no database
+    # foreign key to the customer: Django's delete removes their rows (on_delete is applied
+    # by the ORM), a full refresh drops rows whose customer is gone, and the key was
+    # checked per written row (a deferred check per new customer of a sync, one per
+    # stage change of an ingest) and re-validated by a join per table in a rebuild.
     customer = models.OneToOneField(
         "customers.Customer",
         on_delete=models.CASCADE,
         primary_key=True,
         related_name="milestones",
         verbose_name=_("customer"),
+        db_constraint=False,  # see above
     )
     # Copies of the customer's dimensions (kept in step by the same refresh). The three
     # keys below have no database constraint: each copies the customer's own column,
@@ -158,6 +164,7 @@ class StageChange(models.Model):
         related_name="stage_changes",
         verbose_name=_("customer"),
         db_index=False,  # (customer, at) below serves it
+        db_constraint=False,  # derived: see Milestones.customer
     )
     from_stage = models.PositiveSmallIntegerField(_("from"), choices=Stage.choices)
     to_stage = models.PositiveSmallIntegerField(_("to"), choices=Stage.choices)
@@ -199,6 +206,7 @@ class PaidPeriod(models.Model):
         on_delete=models.CASCADE,
         related_name="+",
         db_index=False,  # the unique constraint below serves it
+        db_constraint=False,  # derived: see Milestones.customer
     )
     acquired_at = models.DateTimeField(_("acquired at"))
     days = models.PositiveSmallIntegerField(_("period length in days"))

@@ -15,7 +15,7 @@ import logging
 import re
 from collections import defaultdict
 from collections.abc import Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from hashlib import blake2b
 from typing import Any
@@ -36,7 +36,7 @@ from customers.services import (
     follows_upsert,
     staff_bulk_ensure,
 )
-from customers.services._bulk_sql import insert_rows
+from customers.services._bulk_sql import COPY_NULL, insert_rows
 from customers.services.contacts_pg import (
     STAGE_FIELDS,
     contact_follows_apply_copy,
@@ -286,7 +286,6 @@ def contacts_prepare(*, rows: Sequence[ContactRow], directory: Directory) -> Pre
     )
 
 
-NULL = r"\N"
 assert len(STAGE_FIELDS) == 19, "_copy_lines writes the stage's fields in order"
 
 
@@ -347,20 +346,14 @@ def _copy_lines(prepared: PreparedRows, skip: Container[int], directory: Directo
         code_text = code_texts.get(r.state)
         if code_text is None:
             code = codes.get(r.state)
-            channel = NULL if code is None else str(code[0])
-            referrer = NULL if code is None or code[1] is None else str(code[1])
+            channel = COPY_NULL if code is None else str(code[0])
+            referrer = COPY_NULL if code is None or code[1] is None else str(code[1])
             code_text = code_texts[r.state] = (
                 f"{channel}\t{referrer}",
                 (channel + referrer).count("\\"),
             )
         mobiles = _json_strings(r.remark_mobiles) if r.remark_mobiles else "[]"
-        # The order of STAGE_FIELDS.
-        line = (
-            f"{i}\t{r.external_userid}\t{r.name}\t{r.avatar}\t{r.gender}\t{r.unionid}"
-            f"\t{staff_ids[i]}\t{r.userid}\t{_isoformat(r.added_at)}\t{r.remark}"
-            f"\t{r.description}\t{mobiles}\t{r.add_way}\t{r.state}\t{r.oper_userid}"
-            f"\t{tag_text}\t{code_text[0]}\t{digests[i]}"
-        )
+        line = _stage_line(i, r, staff_ids[i], mobiles, tag_text, code_text[0], digests[i])
         # The fields that are not text (numbers, the time, the tags' and the channel's
         # ids, their \N) hold none of COPY's special characters but the \N's backslash:
         # one look at the line tells whether a text field holds one.
@@ -370,35 +363,40 @@ def _copy_lines(prepared: PreparedRows, skip: Container[int], directory: Directo
             or line.count("\t") != _TABS
             or line.count("\\") != code_text[1]
         ):
-            line = _escaped_line(i, r, staff_ids[i], mobiles, tag_text, code_text[0], digests[i])
+            line = _stage_line(
+                i, _escaped(r), staff_ids[i], copy_text(mobiles), tag_text, code_text[0], digests[i]
+            )
         lines.append(line)
         lines.append("\n")
     return "".join(lines)
 
 
-def _escaped_line(
+def _escaped(r: ContactRow) -> ContactRow:
+    """The row with its free-text fields in COPY's escapes."""
+    return replace(
+        r,
+        external_userid=copy_text(r.external_userid),
+        name=copy_text(r.name),
+        avatar=copy_text(r.avatar),
+        unionid=copy_text(r.unionid),
+        userid=copy_text(r.userid),
+        remark=copy_text(r.remark),
+        description=copy_text(r.description),
+        state=copy_text(r.state),
+        oper_userid=copy_text(r.oper_userid),
+    )
+
+
+def _stage_line(
     i: int, r: ContactRow, staff_id: int, mobiles: str, tag_text: str, code_text: str, digest: str
 ) -> str:
-    """A stage line whose text fields need COPY's escapes."""
-    eid, name, avatar, unionid, userid, remark, description, mobiles, state, oper = (
-        copy_text(t)
-        for t in (
-            r.external_userid,
-            r.name,
-            r.avatar,
-            r.unionid,
-            r.userid,
-            r.remark,
-            r.description,
-            mobiles,
-            r.state,
-            r.oper_userid,
-        )
-    )
+    """A stage line in the order of STAGE_FIELDS (without its newline), from the row's
+    fields as they are: the caller escapes them when they need it."""
     return (
-        f"{i}\t{eid}\t{name}\t{avatar}\t{r.gender}\t{unionid}\t{staff_id}\t{userid}"
-        f"\t{_isoformat(r.added_at)}\t{remark}\t{description}\t{mobiles}\t{r.add_way}"
-        f"\t{state}\t{oper}\t{tag_text}\t{code_text}\t{digest}"
+        f"{i}\t{r.external_userid}\t{r.name}\t{r.avatar}\t{r.gender}\t{r.unionid}"
+        f"\t{staff_id}\t{r.userid}\t{_isoformat(r.added_at)}\t{r.remark}"
+        f"\t{r.description}\t{mobiles}\t{r.add_way}\t{r.state}\t{r.oper_userid}"
+        f"\t{tag_text}\t{code_text}\t{digest}"
     )
 
 

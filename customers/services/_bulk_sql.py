@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, time
@@ -74,7 +75,15 @@ _PLAIN_TYPES = frozenset(
 )
 
 # COPY's text format: backslash, tab, newline and carriage return are escaped; \N is NULL.
+COPY_NULL = r"\N"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+
+
+def copy_text(value: str) -> str:
+    """``value`` as a field of COPY's text format."""
+    # str.translate walks every character (slowly, on CJK names); most values need none.
+    return value.translate(_COPY_ESCAPES) if _COPY_SPECIAL.search(value) else value
 
 
 def _copy_converter(field: models.Field[Any, Any], connection: Any) -> Callable[[Any], str]:
@@ -83,14 +92,14 @@ def _copy_converter(field: models.Field[Any, Any], connection: Any) -> Callable[
 
     def text(value: Any) -> str:
         if value is None:
-            return r"\N"
+            return COPY_NULL
         if value is True:
             return "t"
         if value is False:
             return "f"
         if isinstance(value, datetime | date | time):
             return value.isoformat()
-        return str(value).translate(_COPY_ESCAPES)
+        return copy_text(str(value))
 
     if kind in _PLAIN_TYPES:
         return text

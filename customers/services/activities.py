@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from customers.hooks import Fact, announce
 from customers.models import Activity, ActivityKind, ActivitySource, Customer, Note, Staff
-from customers.services._bulk_sql import insert_rows
+from customers.services._bulk_sql import COPY_NULL, copy_text, insert_rows
 from customers.services._upsert import UpsertResult
 
 
@@ -109,9 +109,6 @@ def activities_record(*, rows: Sequence[ActivityInput]) -> UpsertResult:
     return result
 
 
-# COPY's text format: backslash, tab, newline and carriage return are escaped.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_NULL = "\\N"
 _STAGE = "_stage_activities"
 _COLUMNS = "customer_id, kind, occurred_at, source, staff_id, payload, idempotency_key, created_at"
 
@@ -130,11 +127,11 @@ def _record_pg(
     created_at = timezone.now().isoformat()
     dump = _PAYLOAD_JSON.encode
     text = "".join(
-        f"{int(row.customer_id)}\t{row.kind.translate(_COPY_ESCAPES)}\t"
-        f"{_aware(row.occurred_at).isoformat()}\t{row.source.translate(_COPY_ESCAPES)}\t"
-        f"{_NULL if row.staff_id is None else int(row.staff_id)}\t"
-        f"{dump(dict(row.payload)).translate(_COPY_ESCAPES)}\t"
-        f"{key.translate(_COPY_ESCAPES)}\t{created_at}\n"
+        f"{int(row.customer_id)}\t{copy_text(row.kind)}\t"
+        f"{_aware(row.occurred_at).isoformat()}\t{copy_text(row.source)}\t"
+        f"{COPY_NULL if row.staff_id is None else int(row.staff_id)}\t"
+        f"{copy_text(dump(dict(row.payload)))}\t"
+        f"{copy_text(key)}\t{created_at}\n"
         for key, row in first.items()
     )
     new: dict[str, tuple[int, int, str]] = {}

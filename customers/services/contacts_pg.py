@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,6 +44,7 @@ from customers.models import (
     TagGroup,
     TagSource,
 )
+from customers.services._bulk_sql import copy_text
 from customers.services.customers import customers_refresh_status
 
 
@@ -113,17 +113,6 @@ _STAGE_COLUMNS = (
 )
 
 STAGE_FIELDS = tuple(name for name, _kind in _STAGE_COLUMNS)
-
-# COPY's text format: backslash, tab, newline and carriage return are escaped; \N is NULL.
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_SPECIAL = re.compile(r"[\\\t\n\r]")
-
-
-def copy_text(value: str) -> str:
-    """``value`` as a field of COPY's text format."""
-    # str.translate walks every character (slowly, on CJK names); most values need none.
-    return value.translate(_ESCAPES) if _SPECIAL.search(value) else value
-
 
 _text = copy_text
 

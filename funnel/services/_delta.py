@@ -58,8 +58,7 @@ def milestones_add_activities(
     if not ids:
         return result
     postgres = connection.vendor == "postgresql"
-    with transaction.atomic(), connection.cursor() as cursor:
-        previous = _settings(cursor, _FEW_SETTINGS) if postgres else {}
+    with transaction.atomic(), connection.cursor() as cursor, _settings(cursor, _FEW_SETTINGS):
         # The same row locks as a refresh of these customers: a concurrent refresh or
         # delta of one of them waits, and the statements below see what it committed.
         _serialize(cursor, ids)
@@ -83,8 +82,6 @@ def milestones_add_activities(
         missing = [i for i in ids if i not in folded]
         for start in range(0, len(missing), CHUNK):
             _refresh_through_temp(cursor, missing[start : start + CHUNK], now, result, empty=False)
-        if postgres:
-            _settings(cursor, previous)
     return result
 
 
@@ -150,8 +147,7 @@ def milestones_add_customers(
     postgres = connection.vendor == "postgresql"
     columns = ", ".join(_MILESTONE_COLUMNS)
     written: set[int] = set()
-    with transaction.atomic(), connection.cursor() as cursor:
-        previous = _settings(cursor, _FEW_SETTINGS) if postgres else {}
+    with transaction.atomic(), connection.cursor() as cursor, _settings(cursor, _FEW_SETTINGS):
         if postgres:
             # Not the row locks (nobody else sees these customers), but a rebuild of
             # everyone still excludes this write, as it does every refresh's.
@@ -166,8 +162,6 @@ def milestones_add_customers(
                 _params(chunk),
             )
             written.update(row[0] for row in cursor.fetchall())
-        if postgres:
-            _settings(cursor, previous)
     result.customers = result.changed = len(written)
     others = [i for i in ids if i not in written]
     if others:

@@ -14,6 +14,7 @@ from funnel.services._sql import CHUNK
 from funnel.services._write import (
     _FEW_SETTINGS,
     RefreshResult,
+    _drop_orphans,
     _refresh_through_temp,
     _serialize,
     _settings,
@@ -59,12 +60,12 @@ def _refresh(ids: list[int] | None, now: datetime, result: RefreshResult) -> Non
     with connection.cursor() as cursor:
         if connection.vendor != "postgresql":
             _serialize(cursor, ids)
+            if ids is None:
+                _drop_orphans(cursor)
             _refresh_through_temp(cursor, ids, now, result, empty=False)
         elif ids is None:
             _refresh_everyone_pg(cursor, now, result)
         else:
-            # Restored on success only: a failed transaction rolls SET LOCAL back itself.
-            previous = _settings(cursor, _FEW_SETTINGS)
-            _serialize(cursor, ids)
-            _refresh_through_temp(cursor, ids, now, result, empty=False)
-            _settings(cursor, previous)
+            with _settings(cursor, _FEW_SETTINGS):
+                _serialize(cursor, ids)
+                _refresh_through_temp(cursor, ids, now, result, empty=False)

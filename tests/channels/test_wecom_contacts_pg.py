@@ -6,24 +6,22 @@ natural keys (ids differ: sequences do not roll back)."""
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from django.core.cache.backends.locmem import LocMemCache
 from django.db import connection, transaction
 
 from channels.models import Channel, ChannelCode, SyncRun
 from channels.wecom import contacts
-from channels.wecom.client import WeComClient, WeComConfig
 from channels.wecom.contacts import ContactRow, Directory, contacts_apply
 from channels.wecom.simulator import Simulator
 from channels.wecom.sync import SyncEngine, sync_run_start
 from customers.hooks import facts_changed
 from customers.models import Activity, Customer, CustomerTag, Follow, Staff, Tag, TagSource
 from customers.services import follows_mark_deleted, tag_group_upsert, tag_upsert
+from tests.channels.wecom_support import sim_client
 
 pytestmark = [
     pytest.mark.django_db,
@@ -242,8 +240,7 @@ def test_hand_made_rows_give_the_same_rows_by_both_paths(monkeypatch) -> None:
 
 def sync_scenario() -> list[tuple[int, int, int, int]]:
     with Simulator(contacts=150, staff=6, seed=11) as sim:
-        config = WeComConfig(corp_id=sim.corp_id, secret=sim.secret, api_base=sim.api_base)
-        client = WeComClient(config, store=LocMemCache(f"pg-{uuid.uuid4().hex}", {}))
+        client = sim_client(sim)
         poster = Channel.objects.create(name="poster")
         ChannelCode.objects.create(channel=poster, name="sh", state="store_sh_01")
         referrer = Customer.objects.create(name="referrer", external_id="r1", acquired_at=T0)

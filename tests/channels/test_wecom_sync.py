@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from django.core.cache.backends.locmem import LocMemCache
 from django.utils import timezone
 
 from channels.models import ChannelCode, SyncRun, SyncSeenFollow, SyncStatus
-from channels.wecom.client import WeComClient, WeComConfig
+from channels.wecom.client import WeComClient
 from channels.wecom.errors import WeComRateLimited
 from channels.wecom.simulator import Simulator
 from channels.wecom.sync import SyncEngine, sync_run_start
 from customers.models import Activity, Customer, CustomerTag, Follow, Tag
+from tests.channels.wecom_support import sim_client
 from tests.factories import ChannelFactory
 
 pytestmark = pytest.mark.django_db
@@ -31,8 +30,7 @@ def sim() -> Iterator[Simulator]:
 
 @pytest.fixture
 def client(sim: Simulator) -> WeComClient:
-    config = WeComConfig(corp_id=sim.corp_id, secret=sim.secret, api_base=sim.api_base)
-    return WeComClient(config, store=LocMemCache(f"sync-{uuid.uuid4().hex}", {}))
+    return sim_client(sim)
 
 
 def run_sync(client: WeComClient, **options) -> SyncRun:
@@ -160,8 +158,7 @@ def test_killed_worker_resumes_from_checkpoint_without_duplicates(sim, client, s
 def test_token_expiry_mid_run_is_survived() -> None:
     # Enough pages that most are fetched after the expiry (the read-ahead holds four).
     with Simulator(contacts=1500, staff=7, seed=6) as sim:
-        config = WeComConfig(corp_id=sim.corp_id, secret=sim.secret, api_base=sim.api_base)
-        client = WeComClient(config, store=LocMemCache(f"sync-{uuid.uuid4().hex}", {}))
+        client = sim_client(sim)
         _expire_mid_run(sim, client)
 
 

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from django.core.cache.backends.locmem import LocMemCache
 from django.test import Client
 from django.urls import reverse
 
 from channels.models import WeComEvent
 from channels.tasks import process_wecom_event
+from channels.wecom.client import WeComClient, WeComConfig
 from channels.wecom.simulator import Simulator
 from channels.wecom.simulator.emitter import CallbackEmitter
 
@@ -124,3 +126,15 @@ def running_wecom(settings: Any, capture: Any, **sim_options: Any) -> Iterator[W
             http=Client(),
             capture=capture,
         )
+
+
+def new_client(api_base: str, corp_id: str = "wwcorp", secret: str = "s3cret") -> WeComClient:
+    """A client of this corp with a cache of its own (tokens and rate limits not shared
+    with any other test)."""
+    config = WeComConfig(corp_id=corp_id, secret=secret, api_base=api_base)
+    return WeComClient(config, store=LocMemCache(f"client-{uuid.uuid4().hex}", {}))
+
+
+def sim_client(sim: Simulator) -> WeComClient:
+    """``new_client`` for the simulator's corp."""
+    return new_client(sim.api_base, sim.corp_id, sim.secret)

@@ -182,3 +182,15 @@ def test_database_refuses_lost_without_time() -> None:
     customer = CustomerFactory()
     with pytest.raises(IntegrityError):
         Customer.objects.filter(pk=customer.pk).update(status="lost")
+
+
+def test_deleting_a_staff_member_keeps_their_tag_links_without_attribution() -> None:
+    # A tag link's staff has no database foreign key (customers migration 0006): Django's
+    # delete still sets it to NULL, and the link itself stays.
+    from tests.factories import CustomerTagFactory, StaffFactory
+
+    staff = StaffFactory()
+    link = CustomerTagFactory(staff=staff)
+    staff.delete()
+    link.refresh_from_db()
+    assert link.staff_id is None

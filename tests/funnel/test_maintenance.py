@@ -144,3 +144,46 @@ def test_deleting_a_channel_store_or_staff_clears_the_milestones_copies() -> Non
     row = milestones(c)
     assert (row.channel_id, row.store_id, row.owner_id) == (None, None, None)
     assert_milestones_follow_the_raw_tables()
+
+
+def _funnel_rows(customer_id: int) -> tuple[int, int, int]:
+    from funnel.models import PaidPeriod, StageChange
+
+    return (
+        Milestones.objects.filter(customer_id=customer_id).count(),
+        StageChange.objects.filter(customer_id=customer_id).count(),
+        PaidPeriod.objects.filter(customer_id=customer_id).count(),
+    )
+
+
+def test_a_deleted_customer_leaves_no_funnel_rows() -> None:
+    # The funnel tables keep no database key to the customer (funnel migration 0004):
+    # Django's delete removes their rows, and a full refresh those of a customer deleted
+    # by hand in SQL.
+    from django.db import connection
+
+    from funnel.services import milestones_rebuild, milestones_refresh
+
+    kept, by_orm, by_sql = (customer(local(2026, 3, day, 10)) for day in (1, 2, 3))
+    for c in (kept, by_orm, by_sql):
+        act(c, "message_received", local(2026, 3, 10, 10))
+    for c in (kept, by_sql):  # orders protect their customer from Django's delete
+        pay(c, local(2026, 3, 11, 10))
+    assert _funnel_rows(by_orm.pk) == (1, 2, 0)
+    assert _funnel_rows(by_sql.pk) == (1, 3, 2)
+    by_orm_id = by_orm.pk
+    by_orm.delete()
+    assert _funnel_rows(by_orm_id) == (0, 0, 0)
+
+    with connection.cursor() as cursor:
+        tables = ("campaigns_pointsentry", "customers_activity", "customers_order")
+        for table in (*tables, "customers_customer"):
+            column = "id" if table == "customers_customer" else "customer_id"
+            cursor.execute(f"DELETE FROM {table} WHERE {column} = %s", [by_sql.pk])
+    assert _funnel_rows(by_sql.pk) == (1, 3, 2)  # left behind: no key cascades
+    milestones_refresh()  # of everyone
+    assert _funnel_rows(by_sql.pk) == (0, 0, 0)
+    assert _funnel_rows(kept.pk) == (1, 3, 2)
+    assert_milestones_follow_the_raw_tables()
+    milestones_rebuild()  # the same through rebuild_funnel's service, nothing left to do
+    assert _funnel_rows(kept.pk) == (1, 3, 2)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,10 +14,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from django.core.cache.backends.locmem import LocMemCache
 from wechatpy.enterprise import WeChatClient
 
-from channels.wecom.client import WeComClient, WeComConfig, _decode
+from channels.wecom.client import WeComClient, _decode
 from channels.wecom.errors import (
     WeComPermanentError,
     WeComRateLimited,
@@ -27,11 +25,7 @@ from channels.wecom.errors import (
     WeComTransientError,
 )
 from channels.wecom.simulator import Simulator
-
-
-def new_client(api_base: str, corp_id: str = "wwcorp", secret: str = "s3cret") -> WeComClient:
-    config = WeComConfig(corp_id=corp_id, secret=secret, api_base=api_base)
-    return WeComClient(config, store=LocMemCache(f"client-{uuid.uuid4().hex}", {}))
+from tests.channels.wecom_support import new_client, sim_client
 
 
 @pytest.fixture
@@ -42,7 +36,7 @@ def sim() -> Iterator[Simulator]:
 
 @pytest.fixture
 def client(sim: Simulator) -> WeComClient:
-    return new_client(sim.api_base, sim.corp_id, sim.secret)
+    return sim_client(sim)
 
 
 # --- a server that records what it is sent and answers what a test says -------------
