@@ -245,21 +245,22 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(
     victim, survivor = workers
     _enqueue(0, victim)
     _enqueue(1, survivor)
-    victim.wait_for(
-        lambda: (
-            True
-            if Touchpoint.objects.filter(
-                status=TouchpointStatus.CREATED, task__claimed_by__contains=":0#"
-            ).count()
-            >= 150
-            else None
-        ),
-        timeout=40,
-    )
+
+    def in_flight() -> bool | None:
+        """The victim has sent some and holds a claimed batch right now: a batch takes
+        about a second at 250 ms a call, the poll a few milliseconds, so the kill lands
+        inside it (it had raced the gap between two batches before)."""
+        mine = Touchpoint.objects.filter(claimed_by__contains=":0#")
+        sent = mine.filter(status=TouchpointStatus.CREATED).count()
+        return True if sent >= 50 and mine.filter(status=TouchpointStatus.CLAIMED).exists() else None
+
+    victim.wait_for(in_flight, timeout=40)
 
     os.killpg(victim.process.pid, signal.SIGKILL)
     victim.process.wait(timeout=10)
-    stranded = Touchpoint.objects.filter(status=TouchpointStatus.CLAIMED).count()
+    stranded = Touchpoint.objects.filter(
+        status=TouchpointStatus.CLAIMED, claimed_by__contains=":0#"
+    ).count()
     sop_sim.clear_injections()
 
     _drive(workers, timeout=70)
