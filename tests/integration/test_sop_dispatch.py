@@ -252,7 +252,8 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(
         inside it (it had raced the gap between two batches before)."""
         mine = Touchpoint.objects.filter(claimed_by__contains=":0#")
         sent = mine.filter(status=TouchpointStatus.CREATED).count()
-        return True if sent >= 50 and mine.filter(status=TouchpointStatus.CLAIMED).exists() else None
+        holding = mine.filter(status=TouchpointStatus.CLAIMED).exists()
+        return True if sent >= 50 and holding else None
 
     victim.wait_for(in_flight, timeout=40)
 
