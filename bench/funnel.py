@@ -551,10 +551,16 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     with connection.cursor() as cur:
-        cur.execute("SELECT version(), current_setting('shared_buffers'), current_setting('jit')")
-        version, buffers, jit = cur.fetchone()
+        cur.execute(
+            "SELECT version(), current_setting('shared_buffers'), current_setting('jit'), "
+            "current_setting('random_page_cost')"
+        )
+        version, buffers, jit, page_cost = cur.fetchone()
     log(f"== bench-funnel: {size} on {version.split(' on ')[0]}")
-    log(f"   shared_buffers {buffers}, jit {jit}, {os.cpu_count()} CPUs, {load_average()}")
+    log(
+        f"   shared_buffers {buffers}, jit {jit}, random_page_cost {page_cost}, "
+        f"{os.cpu_count()} CPUs, {load_average()}"
+    )
     results: dict[str, Any] = {}
     started = time.perf_counter()
     last = _seed(size, last, results)

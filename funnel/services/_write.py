@@ -70,12 +70,16 @@ def _serialize(cursor: Any, ids: list[int] | None) -> None:
 #: as many groups as rows (a customer's activities, a customer's paid periods): a sort
 #: groups them faster than a hash table that misses the CPU cache on every row, and the
 #: sorted halves of the parallel workers merge instead of re-hashing (paid periods of a
-#: million orders 5.6 → 3.0 s, the milestones 10.4 → 9.8 s).
+#: million orders 5.6 → 3.0 s, the milestones 10.4 → 9.8 s). Reading whole tables, it
+#: prices random reads as the server's default does, not as the app's connections do
+#: (``DATABASE_RANDOM_PAGE_COST``, for the reports' look-ups): at 1.1 it chose index
+#: paths that took the rebuild from 28 to 34 s and the unchanged refresh from 20 to 33 s.
 _FULL_SETTINGS = {
     "work_mem": "256MB",
     "maintenance_work_mem": "512MB",
     "enable_hashagg": "off",
     "jit": "off",
+    "random_page_cost": "4",
 }
 _FEW_SETTINGS = {"jit": "off", "max_parallel_workers_per_gather": "0"}
 
