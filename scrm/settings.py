@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import zoneinfo
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,30 +39,27 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean: use 1/0, true/false, yes/no.")
 
 
-def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+def _env_number(
+    name: str, default: float, *, parse: Callable[[str], float], kind: str, minimum: float
+) -> Any:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not a whole number.") from None
-    if value < minimum:
-        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}.")
+        raise ImproperlyConfigured(f"{name}={raw!r} is not {kind}.") from None
+    if not value >= minimum:  # NaN fails this too
+        raise ImproperlyConfigured(f"{name}={raw.strip()} must be at least {minimum}.")
     return value
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    return int(_env_number(name, default, parse=int, kind="a whole number", minimum=minimum))
 
 
 def env_float(name: str, default: float, *, minimum: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None
-    if not value >= minimum:  # NaN included
-        raise ImproperlyConfigured(f"{name}={raw} must be at least {minimum}.")
-    return value
+    return float(_env_number(name, default, parse=float, kind="a number", minimum=minimum))
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
