@@ -10,6 +10,7 @@ instead of at the first request.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import zoneinfo
 from collections.abc import Callable
@@ -48,8 +49,10 @@ def _env_number(
     try:
         value = parse(raw)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not {kind}.") from None
-    if not value >= minimum:  # NaN fails this too
+        value = math.nan
+    if not math.isfinite(value):  # float() also reads "nan" and "inf"
+        raise ImproperlyConfigured(f"{name}={raw!r} is not {kind}.")
+    if value < minimum:
         raise ImproperlyConfigured(f"{name}={raw.strip()} must be at least {minimum}.")
     return value
 

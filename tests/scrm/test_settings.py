@@ -50,7 +50,12 @@ def test_bad_time_zone_names_the_variable() -> None:
 
 
 def test_bad_random_page_cost_names_the_variable() -> None:
-    for raw in ("fast", "0", "nan"):
+    for raw, says in (
+        ("fast", "is not a number"),
+        ("nan", "is not a number"),
+        ("inf", "is not a number"),
+        ("0", "must be at least 0.01"),
+    ):
         result = _check(
             {
                 "DEBUG": "1",
@@ -60,6 +65,7 @@ def test_bad_random_page_cost_names_the_variable() -> None:
         )
         assert result.returncode != 0
         assert f"DATABASE_RANDOM_PAGE_COST={raw}" in result.stderr.replace("'", "")
+        assert says in result.stderr
 
 
 def test_postgresql_connections_carry_the_page_cost() -> None:
