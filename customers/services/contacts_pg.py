@@ -425,9 +425,12 @@ def contact_follows_apply_copy(*, lines: str, record_added: bool = True) -> Cont
     with connection.cursor() as wrapper, connection.wrap_database_errors:
         # The raw psycopg2 cursor: COPY, and no per-statement overhead of Django's wrapper.
         cursor = wrapper.cursor
-        # The stage is small and the tables it joins are hot in cache; at the default
-        # random_page_cost the planner hashes the whole customer and follow tables on
-        # every call instead of looking a few thousand keys up by index. Restored below.
+        # The stage is small and the tables it joins are hot in cache; at the server's
+        # default random_page_cost (4) the planner hashes the whole customer and follow
+        # tables on every call instead of looking a few thousand keys up by index. The
+        # app's connections plan at 1.1 already (DATABASE_RANDOM_PAGE_COST), but an
+        # operator's other value must not cost every flush a full scan: pinned here, as
+        # the funnel's rebuild pins 4 for its whole-table plans. Restored below.
         cursor.execute(
             "SELECT current_setting('random_page_cost'), "
             "set_config('random_page_cost', '1.1', true)"
