@@ -122,11 +122,16 @@ def _reset_tables() -> None:
     from django.db import connection
 
     with connection.cursor() as cur:
+        # The funnel's tables by name too: their keys to the customers are not database
+        # constraints, so CASCADE would leave them, and the next run's customers (ids from
+        # 1 again) would find stale milestone rows and take the slow path of a changed
+        # customer instead of a new one's.
         cur.execute(
             "TRUNCATE channels_syncseenfollow, channels_syncrun, customers_customertag, "
             "customers_activity, customers_follow, customers_note, customers_order, "
             "customers_customer, customers_tag, customers_taggroup, channels_channelcode, "
-            "customers_staff RESTART IDENTITY CASCADE"
+            "customers_staff, funnel_milestones, funnel_stagechange, funnel_paidperiod "
+            "RESTART IDENTITY CASCADE"
         )
 
 
