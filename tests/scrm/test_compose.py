@@ -80,6 +80,15 @@ def test_app_services_wait_for_healthy_postgres_and_redis(compose: dict[str, Any
     assert "healthcheck" in compose["services"]["redis"]
 
 
+def test_postgres_spaces_its_checkpoints_for_bulk_writes(compose: dict[str, Any]) -> None:
+    command = compose["services"]["postgres"]["command"]
+    assert command[0] == "postgres"
+    settings = dict(arg.split("=", 1) for arg in command[2::2])
+    assert command[1::2] == ["-c"] * len(settings)
+    assert settings["max_wal_size"] == "${POSTGRES_MAX_WAL_SIZE:-8GB}"
+    assert settings["checkpoint_timeout"] == "${POSTGRES_CHECKPOINT_TIMEOUT:-15min}"
+
+
 def test_dockerfile_runs_as_a_user_and_holds_no_secret() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     assert re.search(r"^FROM python:3\.11", dockerfile, re.MULTILINE)
