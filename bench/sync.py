@@ -119,20 +119,20 @@ def _floor(client: Any, userids: list[str]) -> tuple[float, int, int]:
 
 
 def _reset_tables() -> None:
+    from django.apps import apps
     from django.db import connection
 
+    # Every table of the apps a sync writes, by model: some keys to the customers are not
+    # database constraints (the funnel's, a tag link's staff), so CASCADE alone would
+    # leave their rows, and the next run's customers (ids from 1 again) would find stale
+    # milestone rows and take a changed customer's slow path instead of a new one's.
+    tables = [
+        connection.ops.quote_name(model._meta.db_table)
+        for label in ("customers", "channels", "funnel")
+        for model in apps.get_app_config(label).get_models()
+    ]
     with connection.cursor() as cur:
-        # The funnel's tables by name too: their keys to the customers are not database
-        # constraints, so CASCADE would leave them, and the next run's customers (ids from
-        # 1 again) would find stale milestone rows and take the slow path of a changed
-        # customer instead of a new one's.
-        cur.execute(
-            "TRUNCATE channels_syncseenfollow, channels_syncrun, customers_customertag, "
-            "customers_activity, customers_follow, customers_note, customers_order, "
-            "customers_customer, customers_tag, customers_taggroup, channels_channelcode, "
-            "customers_staff, funnel_milestones, funnel_stagechange, funnel_paidperiod "
-            "RESTART IDENTITY CASCADE"
-        )
+        cur.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
 
 
 @dataclasses.dataclass
