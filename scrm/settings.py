@@ -184,6 +184,9 @@ else:
         f"DATABASE_URL uses {_db['ENGINE']!r}; only PostgreSQL and SQLite are supported."
     )
 DATABASES = {"default": _db}
+# Bulk writers (the WeCom sync) check their rows' foreign keys once per parent row instead
+# of once per written row where the database role may (customers.services._key_checks).
+DATABASE_BATCH_KEY_CHECKS = env_bool("DATABASE_BATCH_KEY_CHECKS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (shared WeCom token, rate limits) -------------------------------------------

@@ -40,11 +40,13 @@ from customers.models import (
     CustomerTag,
     Follow,
     Staff,
+    Store,
     Tag,
     TagGroup,
     TagSource,
 )
 from customers.services._bulk_sql import copy_text
+from customers.services._key_checks import parents_lock, rows_unchecked
 from customers.services.customers import customers_refresh_status
 
 
@@ -147,6 +149,13 @@ def _copy_line(ord_: int, row: ContactFollowInput) -> str:
     )
 
 
+def _channel_table() -> str:
+    # By the model's relation: customers imports nothing from channels.
+    related = Customer._meta.get_field("source_channel").related_model
+    assert related is not None and not isinstance(related, str)
+    return str(related._meta.db_table)
+
+
 def _tables() -> dict[str, str]:
     qn = connection.ops.quote_name
     return {
@@ -217,7 +226,8 @@ WHERE (c.name, c.avatar, c.gender, c.unionid)
     OR (c.owner_id IS NULL AND EXCLUDED.owner_id IS NOT NULL)
     OR (c.store_id IS NULL AND EXCLUDED.store_id IS NOT NULL)
     OR (c.referred_by_id IS NULL AND EXCLUDED.referred_by_id <> c.id)
-RETURNING c.id, c.xmax = 0 AS created, c.referred_by_id
+RETURNING c.id, c.xmax = 0 AS created, c.referred_by_id, c.owner_id, c.store_id,
+    c.source_channel_id
 """
 
 # The last row of a pair wins, as in ``follows_upsert``. ``deleted_before`` reads the
@@ -269,7 +279,7 @@ WITH src AS (
             EXCLUDED.remark_mobiles, EXCLUDED.tag_ids, EXCLUDED.sync_digest, NULL::timestamptz)
     RETURNING f.id, f.customer_id, f.staff_id, f.xmax = 0 AS created
 )
-SELECT w.id, w.customer_id, w.created, src.deleted_before IS NOT NULL AS revived
+SELECT w.id, w.customer_id, w.created, src.deleted_before IS NOT NULL AS revived, w.staff_id
 FROM written w
 JOIN src USING (customer_id, staff_id)
 """
@@ -337,9 +347,9 @@ WITH wecom_tag AS (
     )
     ORDER BY w.customer_id, w.tag_id
     ON CONFLICT (customer_id, tag_id) DO NOTHING
-    RETURNING customer_id
+    RETURNING customer_id, tag_id
 )
-SELECT customer_id FROM deleted UNION SELECT customer_id FROM inserted
+SELECT customer_id, NULL::bigint FROM deleted UNION ALL SELECT customer_id, tag_id FROM inserted
 """
 
 
@@ -391,8 +401,13 @@ def contact_follows_unchanged(
 
 def _tags_sync(cursor: Any, customer_ids: list[int], now: datetime, tables: dict[str, str]) -> None:
     params = {"customer_ids": customer_ids, "wecom": TagSource.WECOM.value, "now": now}
-    cursor.execute(_TAGS_SYNC.format(**tables), params)
-    announce({r[0] for r in cursor.fetchall()}, Fact.TAG)
+    with rows_unchecked(cursor) as unchecked:
+        cursor.execute(_TAGS_SYNC.format(**tables), params)
+        rows = cursor.fetchall()
+    if unchecked:
+        # The customers are the flush's, locked by its upserts (see below).
+        parents_lock(cursor, {Tag._meta.db_table: (tag_id for _c, tag_id in rows)})
+    announce({customer_id for customer_id, _t in rows}, Fact.TAG)
 
 
 @transaction.atomic
@@ -438,16 +453,30 @@ def contact_follows_apply_copy(*, lines: str, record_added: bool = True) -> Cont
         random_page_cost = cursor.fetchone()[0]
         _stage(cursor, lines)
 
-        cursor.execute(_CUSTOMERS_UPSERT.format(**tables), {"now": now})
+        # The foreign keys of the rows written below are checked once per parent row
+        # (``_key_checks``) instead of per row. Every customer the follows, tag links and
+        # timeline rows point at is one of the stage's, which the customers upsert either
+        # inserts or locks: ON CONFLICT DO UPDATE locks the existing row even where its
+        # WHERE leaves it unchanged. The other parents are locked here, after the writes
+        # and before COMMIT, as the deferred triggers would have been.
+        with rows_unchecked(cursor) as unchecked:
+            cursor.execute(_CUSTOMERS_UPSERT.format(**tables), {"now": now})
+            customer_rows = cursor.fetchall()
         changed_customers: set[int] = set()
         created_customers: set[int] = set()
         referrers: set[int] = set()
-        for customer_id, created, referred_by_id in cursor.fetchall():
+        staff: set[int] = set()
+        stores: set[int] = set()
+        channels: set[int] = set()
+        for customer_id, created, referred_by_id, owner_id, store_id, channel_id in customer_rows:
             changed_customers.add(customer_id)
             if referred_by_id:
                 referrers.add(referred_by_id)
             if created:
                 created_customers.add(customer_id)
+            staff.add(owner_id)
+            stores.add(store_id)
+            channels.add(channel_id)
         result.customers_created = len(created_customers)
         result.customers_updated = len(changed_customers) - len(created_customers)
         announce(
@@ -457,11 +486,14 @@ def contact_follows_apply_copy(*, lines: str, record_added: bool = True) -> Cont
             created_ids=created_customers,
         )
 
-        cursor.execute(_FOLLOWS_UPSERT.format(**tables), {"now": now})
+        with rows_unchecked(cursor):
+            cursor.execute(_FOLLOWS_UPSERT.format(**tables), {"now": now})
+            follow_rows = cursor.fetchall()
         added: list[int] = []
         revived: set[int] = set()
         changed_follow_customers: set[int] = set()
-        for follow_id, customer_id, created, was_deleted in cursor.fetchall():
+        for follow_id, customer_id, created, was_deleted, staff_id in follow_rows:
+            staff.add(staff_id)
             result.follow_ids.append(follow_id)
             changed_follow_customers.add(customer_id)
             if created:
@@ -472,13 +504,28 @@ def contact_follows_apply_copy(*, lines: str, record_added: bool = True) -> Cont
                 revived.add(customer_id)
             if created or was_deleted:
                 added.append(follow_id)
+        if unchecked:
+            # The parents of the customers and follows just written (the staff members
+            # also those of the timeline rows below).
+            parents_lock(
+                cursor,
+                {
+                    Staff._meta.db_table: staff,
+                    Store._meta.db_table: stores,
+                    _channel_table(): channels,
+                    Customer._meta.db_table: referrers,
+                },
+            )
         announce(changed_follow_customers, Fact.FOLLOW)
 
         if record_added and added:
-            cursor.execute(_ACTIVITIES_INSERT.format(**tables), {"now": now, "follow_ids": added})
-            announce(
-                {r[0] for r in cursor.fetchall()}, Fact.ACTIVITY, activity_kinds={"contact_added"}
-            )
+            # Their customers are the flush's and their staff the follows' (locked above).
+            with rows_unchecked(cursor):
+                cursor.execute(
+                    _ACTIVITIES_INSERT.format(**tables), {"now": now, "follow_ids": added}
+                )
+                recorded = {r[0] for r in cursor.fetchall()}
+            announce(recorded, Fact.ACTIVITY, activity_kinds={"contact_added"})
 
         _tags_sync(cursor, sorted(changed_follow_customers), now, tables)
         cursor.execute("SELECT set_config('random_page_cost', %s, true)", [random_page_cost])
