@@ -43,7 +43,8 @@ def _allowed(cursor: Any) -> bool:
     cached = getattr(connection, _ALLOWED_ATTR, None)
     if cached is not None and cached[0] is raw:
         return bool(cached[1])
-    if connection.pg_version >= 150000:
+    # has_parameter_privilege (and GRANT SET ON PARAMETER) came with PostgreSQL 15.
+    if getattr(connection, "pg_version", 0) >= 150000:
         cursor.execute("SELECT has_parameter_privilege('session_replication_role', 'SET')")
     else:
         cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
@@ -70,11 +71,13 @@ def rows_unchecked(cursor: Any) -> Iterator[bool]:
     cursor.execute("SELECT set_config('session_replication_role', %s, true)", [previous])
 
 
-def parents_lock(cursor: Any, parents: Mapping[str, Iterable[int | None]]) -> None:
+def parents_lock(cursor: Any, parents: Mapping[str, Iterable[int | None] | None]) -> None:
     """Lock ``FOR KEY SHARE`` the rows of each parent table (name -> referenced ids; None
     ignored), as the foreign-key triggers would have at COMMIT, in one statement; raise
     ``IntegrityError`` (the transaction then rolls back) when one of them is gone."""
-    wanted = {table: sorted({i for i in ids if i is not None}) for table, ids in parents.items()}
+    wanted = {
+        table: sorted({i for i in ids or () if i is not None}) for table, ids in parents.items()
+    }
     wanted = {table: ids for table, ids in wanted.items() if ids}
     if not wanted:
         return

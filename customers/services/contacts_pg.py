@@ -226,8 +226,7 @@ WHERE (c.name, c.avatar, c.gender, c.unionid)
     OR (c.owner_id IS NULL AND EXCLUDED.owner_id IS NOT NULL)
     OR (c.store_id IS NULL AND EXCLUDED.store_id IS NOT NULL)
     OR (c.referred_by_id IS NULL AND EXCLUDED.referred_by_id <> c.id)
-RETURNING c.id, c.xmax = 0 AS created, c.referred_by_id, c.owner_id, c.store_id,
-    c.source_channel_id
+RETURNING c.id, c.xmax = 0 AS created, c.referred_by_id, c.store_id
 """
 
 # The last row of a pair wins, as in ``follows_upsert``. ``deleted_before`` reads the
@@ -279,7 +278,7 @@ WITH src AS (
             EXCLUDED.remark_mobiles, EXCLUDED.tag_ids, EXCLUDED.sync_digest, NULL::timestamptz)
     RETURNING f.id, f.customer_id, f.staff_id, f.xmax = 0 AS created
 )
-SELECT w.id, w.customer_id, w.created, src.deleted_before IS NOT NULL AS revived, w.staff_id
+SELECT w.id, w.customer_id, w.created, src.deleted_before IS NOT NULL AS revived
 FROM written w
 JOIN src USING (customer_id, staff_id)
 """
@@ -350,6 +349,13 @@ WITH wecom_tag AS (
     RETURNING customer_id, tag_id
 )
 SELECT customer_id, NULL::bigint FROM deleted UNION ALL SELECT customer_id, tag_id FROM inserted
+"""
+
+
+_STAGE_PARENTS = f"""
+SELECT array_agg(DISTINCT staff_id), array_agg(DISTINCT source_channel_id),
+    array_agg(DISTINCT referred_by_id)
+FROM {_STAGE}
 """
 
 
@@ -465,18 +471,14 @@ def contact_follows_apply_copy(*, lines: str, record_added: bool = True) -> Cont
         changed_customers: set[int] = set()
         created_customers: set[int] = set()
         referrers: set[int] = set()
-        staff: set[int] = set()
         stores: set[int] = set()
-        channels: set[int] = set()
-        for customer_id, created, referred_by_id, owner_id, store_id, channel_id in customer_rows:
+        for customer_id, created, referred_by_id, store_id in customer_rows:
             changed_customers.add(customer_id)
             if referred_by_id:
                 referrers.add(referred_by_id)
             if created:
                 created_customers.add(customer_id)
-            staff.add(owner_id)
             stores.add(store_id)
-            channels.add(channel_id)
         result.customers_created = len(created_customers)
         result.customers_updated = len(changed_customers) - len(created_customers)
         announce(
@@ -492,8 +494,7 @@ def contact_follows_apply_copy(*, lines: str, record_added: bool = True) -> Cont
         added: list[int] = []
         revived: set[int] = set()
         changed_follow_customers: set[int] = set()
-        for follow_id, customer_id, created, was_deleted, staff_id in follow_rows:
-            staff.add(staff_id)
+        for follow_id, customer_id, created, was_deleted in follow_rows:
             result.follow_ids.append(follow_id)
             changed_follow_customers.add(customer_id)
             if created:
@@ -505,15 +506,19 @@ def contact_follows_apply_copy(*, lines: str, record_added: bool = True) -> Cont
             if created or was_deleted:
                 added.append(follow_id)
         if unchecked:
-            # The parents of the customers and follows just written (the staff members
-            # also those of the timeline rows below).
+            # The parents of the customers and follows just written, and of the timeline
+            # rows below. Owners, channels and referrers are written from the stage's
+            # values or kept (a key left as it is needs no check), follows carry the
+            # stage's staff members; the store is the owner's at the time of the upsert.
+            cursor.execute(_STAGE_PARENTS)
+            staff, channels, referred_by = cursor.fetchone()
             parents_lock(
                 cursor,
                 {
                     Staff._meta.db_table: staff,
                     Store._meta.db_table: stores,
                     _channel_table(): channels,
-                    Customer._meta.db_table: referrers,
+                    Customer._meta.db_table: referred_by,
                 },
             )
         announce(changed_follow_customers, Fact.FOLLOW)
