@@ -31,6 +31,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection
+from django.db.transaction import TransactionManagementError
 
 # Per database connection (the server-side session): whether this role may set it.
 _ALLOWED_ATTR = "_scrm_replication_role_allowed"
@@ -58,7 +59,11 @@ def rows_unchecked(cursor: Any) -> Iterator[bool]:
     """The per-row foreign-key triggers off for the block (this transaction only); yields
     whether they are, i.e. whether the caller must call :func:`parents_lock`. Restored
     after the block (by a statement: fetch the block's results inside it); on an error
-    the transaction's rollback restores it."""
+    the rollback of the enclosing atomic block (transaction or savepoint) restores it."""
+    if not connection.in_atomic_block:
+        # SET LOCAL would not outlive the statement, and only a rollback of an atomic
+        # block (a transaction or a savepoint) restores it after an error.
+        raise TransactionManagementError("rows_unchecked needs an atomic block")
     if not _allowed(cursor):
         yield False
         return

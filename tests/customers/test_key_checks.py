@@ -10,10 +10,11 @@ from typing import Any
 import psycopg2
 import pytest
 from django.db import IntegrityError, connection, transaction
+from django.db.transaction import TransactionManagementError
 
 from customers.models import Customer, CustomerTag, Follow, TagSource
 from customers.services import tag_group_upsert, tag_upsert
-from customers.services._key_checks import parents_lock
+from customers.services._key_checks import parents_lock, rows_unchecked
 from customers.services.contacts_pg import ContactFollowInput, contact_follows_apply_pg
 from tests.factories import ChannelFactory, CustomerFactory, StaffFactory
 
@@ -153,3 +154,14 @@ def test_the_parents_are_held_against_a_delete_until_commit(settings, batched: b
         assert _other_connection_can_lock("customers_staff", staff.pk) is not batched
         assert _other_connection_can_lock("customers_tag", tag.pk) is not batched
     assert _other_connection_can_lock("customers_staff", staff.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_row_checks_are_never_turned_off_outside_an_atomic_block() -> None:
+    with (
+        pytest.raises(TransactionManagementError),
+        connection.cursor() as cursor,
+        rows_unchecked(cursor),
+    ):
+        pass
+    assert _replication_role() == "origin"
