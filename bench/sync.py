@@ -9,7 +9,10 @@ cores, a sync is as fast as the sum allows). The simulator runs in its own proce
 WeCom would.
 
 Usage: python -m bench.sync [--relationships 100000 --relationships 1000000] [--staff 200]
-Needs BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/scrm_bench).
+    [--server local|compose]
+Needs BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/scrm_bench), or with
+``--server compose`` a throwaway server with docker-compose.yml's settings
+(``bench.pgserver``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import load_average, postgres_cpu_seconds, process_cpu_seconds
+from bench.pgserver import compose_settings, server_line, throwaway_server
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/scrm_bench"
@@ -249,8 +253,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--relationships", type=int, action="append")
     parser.add_argument("--staff", type=int, default=200)
+    parser.add_argument(
+        "--server",
+        choices=("local", "compose"),
+        default="local",
+        help="local: BENCH_DATABASE_URL; compose: a throwaway server set up as "
+        "docker-compose.yml sets up the product's (bench/pgserver.py)",
+    )
     args = parser.parse_args()
-    url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB)
+    if args.server == "compose":
+        with throwaway_server(compose_settings()) as url:
+            _main(args, url)
+    else:
+        _main(args, os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
+
+
+def _main(args: argparse.Namespace, url: str) -> None:
     _ensure_database(url)
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scrm.settings")
@@ -265,6 +283,10 @@ def main() -> None:
     settings.DEBUG = False
 
     call_command("migrate", verbosity=0)
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        print(server_line(cur))
     # The sync logs a line per run; keep the bench output to its figures.
     import logging
 
@@ -276,6 +298,10 @@ def main() -> None:
             f"{r['relationships']:>13,} | {r['sync_s']:6.1f} | {r['rate']:7,.0f} | "
             f"{r['resync_s']:9.1f} | {r['floor_s']:7.1f} | {r['calls']:10,} | {r['rss_mb']:6.0f}"
         )
+    # The throwaway server stops after this: no session of ours may hold it up.
+    from django.db import connections
+
+    connections.close_all()
 
 
 if __name__ == "__main__":

@@ -89,6 +89,26 @@ def test_postgres_spaces_its_checkpoints_for_bulk_writes(compose: dict[str, Any]
     assert settings["checkpoint_timeout"] == "${POSTGRES_CHECKPOINT_TIMEOUT:-15min}"
 
 
+def test_postgres_gets_more_than_the_stock_128_mb_of_shared_buffers(
+    compose: dict[str, Any],
+) -> None:
+    postgres = compose["services"]["postgres"]
+    command = postgres["command"]
+    assert "shared_buffers=${POSTGRES_SHARED_BUFFERS:-2GB}" in command
+    # Docker gives a container 64 MB of /dev/shm; parallel workers share memory there.
+    assert postgres["shm_size"] == "${POSTGRES_SHM_SIZE:-1gb}"
+
+
+def test_the_bench_server_takes_the_compose_settings_with_their_defaults() -> None:
+    from bench.pgserver import compose_settings
+
+    assert compose_settings() == {
+        "shared_buffers": "2GB",
+        "max_wal_size": "8GB",
+        "checkpoint_timeout": "15min",
+    }
+
+
 def test_dockerfile_runs_as_a_user_and_holds_no_secret() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     assert re.search(r"^FROM python:3\.11", dockerfile, re.MULTILINE)
