@@ -15,6 +15,7 @@ activities and 1,000,000 orders by default), then prints:
 
 Usage: python -m bench.funnel [--customers 1000000] [--activities N] [--orders N]
     [--runs 20] [--ingest 100000] [--batch 1000 --batch 5000] [--reuse-seed] [--trace]
+    [--server local|compose]
 Needs BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/scrm_bench_funnel),
 a PostgreSQL database on this machine that it creates and empties (never SQLite).
 """
@@ -36,6 +37,7 @@ from typing import Any
 
 from bench.common import check_database_url, load_average, log
 from bench.funnel_seed import ANCHOR, LIVE_KINDS, SeedSize, seed
+from bench.pgserver import compose_settings, server_line, throwaway_server
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/scrm_bench_funnel"
 _MARKER = "bench_funnel_seed"
@@ -529,13 +531,30 @@ def main() -> None:
         action="store_true",
         help="print where the rebuild's and ingest's time goes, by statement",
     )
+    parser.add_argument(
+        "--server",
+        choices=("local", "compose"),
+        default="local",
+        help="local: BENCH_DATABASE_URL; compose: a throwaway server set up as "
+        "docker-compose.yml sets up the product's (bench/pgserver.py; no --reuse-seed)",
+    )
     args = parser.parse_args()
+    if args.server == "compose":
+        with throwaway_server(compose_settings()) as url:
+            _main(args, url)
+            from django.db import connections
+
+            connections.close_all()
+    else:
+        _main(args, os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
+
+
+def _main(args: argparse.Namespace, url: str) -> None:
     size = SeedSize(
         customers=args.customers,
         activities=args.activities if args.activities is not None else 10 * args.customers,
         orders=args.orders if args.orders is not None else args.customers,
     )
-    url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB)
     cfg = _check_url(url)
     last = _seeded(cfg, size) if args.reuse_seed else None
     if last is None:
@@ -551,16 +570,12 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     with connection.cursor() as cur:
-        cur.execute(
-            "SELECT version(), current_setting('shared_buffers'), current_setting('jit'), "
-            "current_setting('random_page_cost')"
-        )
-        version, buffers, jit, page_cost = cur.fetchone()
+        cur.execute("SELECT version(), current_setting('jit'), current_setting('random_page_cost')")
+        version, jit, page_cost = cur.fetchone()
+        server = server_line(cur)
     log(f"== bench-funnel: {size} on {version.split(' on ')[0]}")
-    log(
-        f"   shared_buffers {buffers}, jit {jit}, random_page_cost {page_cost}, "
-        f"{os.cpu_count()} CPUs, {load_average()}"
-    )
+    log(f"   jit {jit}, random_page_cost {page_cost}, {os.cpu_count()} CPUs, {load_average()}")
+    log(f"   {server}")
     results: dict[str, Any] = {}
     started = time.perf_counter()
     last = _seed(size, last, results)

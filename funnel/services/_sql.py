@@ -395,19 +395,28 @@ def _delta_sql() -> str:
     customer = Customer._meta.db_table
     if connection.vendor == "postgresql":
         in_activities = "a.id = ANY(%(activities)s)"
+        # Materialized: the new activities, found by their ids, drive the joins. Left to
+        # itself, on a table of 20,000 customers the planner joined every milestone row
+        # to its customer first and probed each one's activities for the new ids (2 s a
+        # batch of 1,000, against 0.1 s at a million customers).
+        materialized = "MATERIALIZED "
     else:
         in_activities = "a.id IN (SELECT value FROM json_each(%(activities)s))"
+        materialized = ""
     return f"""
-WITH {_kinds_sql()[2]}new AS (
+WITH {_kinds_sql()[2]}added AS {materialized}(
+    SELECT a.customer_id, a.kind, a.occurred_at FROM {activity} a
+    WHERE {in_activities} AND {_in_ids("a.customer_id", False)} AND {_engaged_only()}
+),
+new AS (
     SELECT a.customer_id,
         {_activity_aggregates("nm.acquired_at")}
-    FROM {activity} a
+    FROM added a
     JOIN {milestones} nm ON nm.customer_id = a.customer_id
     -- The customer rows are in the buffers (just locked). NOT DISTINCT: not an index
     -- condition, so that the look-up is by id, not through the acquired_at index.
     JOIN {customer} c ON c.id = a.customer_id
         AND NOT (c.acquired_at {_vendor_sql()["distinct"]} nm.acquired_at)
-    WHERE {in_activities} AND {_in_ids("a.customer_id", False)} AND {_engaged_only()}
     GROUP BY a.customer_id
 ),
 base AS (
