@@ -37,7 +37,7 @@ from typing import Any
 
 from bench.common import check_database_url, load_average, log
 from bench.funnel_seed import ANCHOR, LIVE_KINDS, SeedSize, seed
-from bench.pgserver import compose_settings, server_line, throwaway_server
+from bench.pgserver import add_server_argument, bench_database, server_line
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/scrm_bench_funnel"
 _MARKER = "bench_funnel_seed"
@@ -531,22 +531,10 @@ def main() -> None:
         action="store_true",
         help="print where the rebuild's and ingest's time goes, by statement",
     )
-    parser.add_argument(
-        "--server",
-        choices=("local", "compose"),
-        default="local",
-        help="local: BENCH_DATABASE_URL; compose: a throwaway server set up as "
-        "docker-compose.yml sets up the product's (bench/pgserver.py; no --reuse-seed)",
-    )
+    add_server_argument(parser, "; no --reuse-seed")
     args = parser.parse_args()
-    if args.server == "compose":
-        with throwaway_server(compose_settings()) as url:
-            _main(args, url)
-            from django.db import connections
-
-            connections.close_all()
-    else:
-        _main(args, os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
+    with bench_database(args.server, DEFAULT_DB) as url:
+        _main(args, url)
 
 
 def _main(args: argparse.Namespace, url: str) -> None:

@@ -12,6 +12,7 @@ from the Compose file, so the bench cannot drift from what the product ships.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import itertools
 import os
@@ -102,6 +103,34 @@ def throwaway_server(settings: dict[str, str]) -> Iterator[str]:
             )
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def add_server_argument(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """The benches' ``--server local|compose`` flag."""
+    parser.add_argument(
+        "--server",
+        choices=("local", "compose"),
+        default="local",
+        help="local: BENCH_DATABASE_URL; compose: a throwaway server set up as "
+        f"docker-compose.yml sets up the product's (bench/pgserver.py{note})",
+    )
+
+
+@contextlib.contextmanager
+def bench_database(server: str, default_url: str) -> Iterator[str]:
+    """The URL a bench runs against: ``BENCH_DATABASE_URL`` (else ``default_url``) on the
+    local server, or a throwaway server's with ``compose``, whose Django connections are
+    closed before it stops."""
+    if server != "compose":
+        yield os.environ.get("BENCH_DATABASE_URL", default_url)
+        return
+    with throwaway_server(compose_settings()) as url:
+        try:
+            yield url
+        finally:
+            from django.db import connections
+
+            connections.close_all()
 
 
 def server_line(cursor: Any) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import load_average, postgres_cpu_seconds, process_cpu_seconds
-from bench.pgserver import compose_settings, server_line, throwaway_server
+from bench.pgserver import add_server_argument, bench_database, server_line
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/scrm_bench"
@@ -253,19 +253,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--relationships", type=int, action="append")
     parser.add_argument("--staff", type=int, default=200)
-    parser.add_argument(
-        "--server",
-        choices=("local", "compose"),
-        default="local",
-        help="local: BENCH_DATABASE_URL; compose: a throwaway server set up as "
-        "docker-compose.yml sets up the product's (bench/pgserver.py)",
-    )
+    add_server_argument(parser)
     args = parser.parse_args()
-    if args.server == "compose":
-        with throwaway_server(compose_settings()) as url:
-            _main(args, url)
-    else:
-        _main(args, os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
+    with bench_database(args.server, DEFAULT_DB) as url:
+        _main(args, url)
 
 
 def _main(args: argparse.Namespace, url: str) -> None:
@@ -298,10 +289,6 @@ def _main(args: argparse.Namespace, url: str) -> None:
             f"{r['relationships']:>13,} | {r['sync_s']:6.1f} | {r['rate']:7,.0f} | "
             f"{r['resync_s']:9.1f} | {r['floor_s']:7.1f} | {r['calls']:10,} | {r['rss_mb']:6.0f}"
         )
-    # The throwaway server stops after this: no session of ours may hold it up.
-    from django.db import connections
-
-    connections.close_all()
 
 
 if __name__ == "__main__":
