@@ -397,8 +397,8 @@ def _delta_sql() -> str:
         in_activities = "a.id = ANY(%(activities)s)"
         # Materialized: the new activities, found by their ids, drive the joins. Left to
         # itself, on a table of 20,000 customers the planner joined every milestone row
-        # to its customer first and probed each one's activities for the new ids (2 s a
-        # batch of 1,000, against 0.1 s at a million customers).
+        # to its customer first and probed each one's activities for the new ids (1.7 s
+        # a batch of 1,000, against 35 ms this way; 0.1 s at a million customers).
         materialized = "MATERIALIZED "
     else:
         in_activities = "a.id IN (SELECT value FROM json_each(%(activities)s))"
