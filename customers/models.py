@@ -485,7 +485,14 @@ class Activity(models.Model):
         verbose_name = _("activity")
         verbose_name_plural = _("activities")
         indexes = [
-            models.Index(fields=["customer", "-occurred_at"], name="activity_customer_time_idx"),
+            # ``kind`` rides along (PostgreSQL) so that a funnel rebuild reads a customer's
+            # activities from this index alone, in customer order: no heap, no sort, and
+            # merge joins to the customers (funnel.services._sql._fresh_sql).
+            models.Index(
+                fields=["customer", "-occurred_at"],
+                include=["kind"],
+                name="activity_customer_time_idx",
+            ),
             models.Index(fields=["kind", "occurred_at"], name="activity_kind_time_idx"),
         ]
 

@@ -82,6 +82,13 @@ _FULL_SETTINGS = {
     "random_page_cost": "4",
 }
 _FEW_SETTINGS = {"jit": "off", "max_parallel_workers_per_gather": "0"}
+#: For the recomputation of everyone's rows alone. Each of its parts comes out in customer
+#: order (the activities from their customer index, the orders and referrals from their
+#: sorted aggregates), so merge joins stream them together with the customers' primary key.
+#: The planner prices hash tables of a million customers lower, but building and probing
+#: them is serial, and missed the CPU cache on every row: 10.5 → 6.4 s at a million
+#: customers (EXPLAIN ANALYZE, with the index of migration customers 0007).
+_EVERYONE_SETTINGS = {"enable_hashjoin": "off"}
 
 
 @contextmanager
@@ -89,7 +96,7 @@ def _settings(cursor: Any, values: dict[str, str]) -> Iterator[None]:
     """These settings for the block, on PostgreSQL (``SET LOCAL``: the transaction's), and
     the previous ones back after it. Restored on success only: a failed transaction rolls
     SET LOCAL back itself."""
-    if connection.vendor != "postgresql":
+    if connection.vendor != "postgresql" or not values:
         yield
         return
     names = list(values)
@@ -113,10 +120,11 @@ def _refresh_through_temp(
     # The fresh rows land in a temporary table first so that the stage changes can be
     # read against the stored rows before these are overwritten.
     cursor.execute(f"DROP TABLE IF EXISTS {_FRESH}")
-    cursor.execute(
-        f"CREATE TEMPORARY TABLE {_FRESH} AS {_fresh_sql(all_customers=ids is None)}",
-        params,
-    )
+    with _settings(cursor, _EVERYONE_SETTINGS if ids is None else {}):
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE {_FRESH} AS {_fresh_sql(all_customers=ids is None)}",
+            params,
+        )
     _write_fresh(cursor, now, result, empty=empty)
     _sync_paid_periods(cursor, ids, params, empty=empty)
 
