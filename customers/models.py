@@ -413,7 +413,14 @@ class Order(Timestamped):
             models.CheckConstraint(condition=Q(amount__gte=0), name="order_amount_not_negative"),
         ]
         indexes = [
-            models.Index(fields=["customer", "status", "paid_at"], name="order_customer_paid_idx"),
+            # ``id`` and ``amount`` ride along (PostgreSQL) so that a funnel rebuild reads
+            # the paid orders from this index alone, in customer and time order: no heap,
+            # no full sort (funnel.services._sql: _fresh_sql, _fresh_paid_sql).
+            models.Index(
+                fields=["customer", "status", "paid_at"],
+                include=["id", "amount"],
+                name="order_customer_paid_idx",
+            ),
             models.Index(fields=["paid_at"], name="order_paid_at_idx"),
         ]
 
