@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
 
 from funnel.models import Milestones, PaidPeriod, StageChange
 from funnel.services._rebuild import _refresh_everyone_pg
-from funnel.services._sql import CHUNK
+from funnel.services._sql import CHUNK, _factless_update_sql, _params
 from funnel.services._write import (
     _FEW_SETTINGS,
     RefreshResult,
@@ -68,4 +69,20 @@ def _refresh(ids: list[int] | None, now: datetime, result: RefreshResult) -> Non
         else:
             with _settings(cursor, _FEW_SETTINGS):
                 _serialize(cursor, ids)
-                _refresh_through_temp(cursor, ids, now, result, empty=False)
+                covered = _refresh_factless_pg(cursor, ids, result)
+                rest = [i for i in ids if i not in covered]
+                if rest:
+                    _refresh_through_temp(cursor, rest, now, result, empty=False)
+
+
+def _refresh_factless_pg(cursor: Any, ids: list[int], result: RefreshResult) -> set[int]:
+    """The customers' rows that need nothing but their own customer row, rewritten in one
+    statement (``_factless_update_sql``) instead of the temporary tables of the full
+    refresh; returns the customers it covered. A WeCom sync's updated customers are
+    mostly these: at 300,000 relationships the funnel took 7.4 s of its 33 s for 58,000
+    of them through the full refresh."""
+    cursor.execute(_factless_update_sql(), _params(ids))
+    covered, written = cursor.fetchone()
+    result.customers += len(covered)
+    result.changed += written
+    return set(covered)

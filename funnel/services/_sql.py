@@ -153,31 +153,84 @@ def _is_referred(customer: str) -> str:
     return f"CASE WHEN {customer}.referred_by_id IS NULL THEN {false} ELSE {true} END"
 
 
-def _first_rows_sql() -> str:
-    """SELECT of the milestone rows of the customers in ``%(ids)s`` that have no fact yet
-    beyond their own row (``_MILESTONE_COLUMNS`` in order): no activity that counts, no
-    paid order, no referee. For them the full refresh's SELECT gives exactly this
-    (acquisition only: stage 1, no engagement, nothing paid), at the cost of planning and
-    joining its aggregates; customers with any such fact are left out, for the full
-    refresh."""
+def _first_row_values(customer: str) -> list[str]:
+    """The milestone row (``_MILESTONE_COLUMNS`` in order) of the customer aliased
+    ``customer`` when it has no fact yet beyond its own row: no activity that counts, no
+    paid order, no referee (:func:`_has_no_facts`). The full refresh's SELECT gives
+    exactly this for such a customer (acquisition only: stage 1, no engagement, nothing
+    paid), at the cost of planning and joining its aggregates."""
+    nothing = ["NULL"] * 9  # activated_at .. reached_referral_at
+    return [
+        f"{customer}.id",
+        f"{customer}.acquired_at",
+        f"{customer}.source_channel_id",
+        f"{customer}.store_id",
+        f"{customer}.owner_id",
+        _is_referred(customer),
+        f"{customer}.lost_at",
+        *nothing,
+        *("1", "0", "0", "0", "NULL", "NULL"),  # stage .. purchase_interval
+    ]
+
+
+def _has_no_facts(customer: str) -> str:
+    """A condition: the customer aliased ``customer`` has no activity that counts, no paid
+    order and no referee (its milestone row is :func:`_first_row_values`)."""
     tables = _raw_tables()
-    kinds_cte = _kinds_sql()[2].rstrip().rstrip(",")
-    nothing = ", ".join(["NULL"] * 9)  # activated_at .. reached_referral_at
-    return f"""
-{f"WITH {kinds_cte}" if kinds_cte else ""}
-SELECT c.id, c.acquired_at, c.source_channel_id, c.store_id, c.owner_id,
-    {_is_referred("c")}, c.lost_at,
-    {nothing}, 1, 0, 0, 0, NULL, NULL
-FROM {tables["customer"]} c
-WHERE {_in_ids("c.id", False)}
-    AND NOT EXISTS (
-        SELECT 1 FROM {tables["activity"]} a WHERE a.customer_id = c.id AND {_engaged_only()}
+    return f"""NOT EXISTS (
+        SELECT 1 FROM {tables["activity"]} a
+        WHERE a.customer_id = {customer}.id AND {_engaged_only()}
     )
     AND NOT EXISTS (
         SELECT 1 FROM {tables["order"]} o
-        WHERE o.customer_id = c.id AND o.status = '{OrderStatus.PAID.value}'
+        WHERE o.customer_id = {customer}.id AND o.status = '{OrderStatus.PAID.value}'
     )
-    AND NOT EXISTS (SELECT 1 FROM {tables["customer"]} r WHERE r.referred_by_id = c.id)
+    AND NOT EXISTS (
+        SELECT 1 FROM {tables["customer"]} r WHERE r.referred_by_id = {customer}.id
+    )"""
+
+
+def _first_rows_sql() -> str:
+    """SELECT of the milestone rows of the customers in ``%(ids)s`` that have no fact yet
+    beyond their own row (``_MILESTONE_COLUMNS`` in order); customers with any fact are
+    left out, for the full refresh."""
+    kinds_cte = _kinds_sql()[2].rstrip().rstrip(",")
+    return f"""
+{f"WITH {kinds_cte}" if kinds_cte else ""}
+SELECT {", ".join(_first_row_values("c"))}
+FROM {_raw_tables()["customer"]} c
+WHERE {_in_ids("c.id", False)} AND {_has_no_facts("c")}
+"""
+
+
+def _factless_update_sql() -> str:
+    """PostgreSQL. Rewrite, from the customer alone, the stored rows of the customers in
+    ``%(ids)s`` that have no fact beyond their own row and whose stored row is of stage 1
+    with no paid order; selects (the ids it covered, the rows it wrote).
+
+    For them the full refresh writes exactly :func:`_first_row_values`: no stage change
+    (1 to 1), and no paid period before or after (a row with no paid order has none).
+    The others (a fall of stage, paid periods to remove, any fact) need the full refresh.
+    What a WeCom sync sends for most customers it updates: a new acquisition time or
+    first channel, nothing else."""
+    milestones, customer = Milestones._meta.db_table, Customer._meta.db_table
+    values = dict(zip(_MILESTONE_COLUMNS, _first_row_values("c"), strict=True))
+    del values["customer_id"]
+    distinct = _vendor_sql()["distinct"]
+    return f"""
+WITH eligible AS MATERIALIZED (
+    SELECT m.customer_id FROM {milestones} m JOIN {customer} c ON c.id = m.customer_id
+    WHERE m.customer_id = ANY(%(ids)s) AND c.id = ANY(%(ids)s)
+        AND m.stage = 1 AND m.paid_orders = 0 AND {_has_no_facts("c")}
+),
+written AS (
+    UPDATE {milestones} t SET {", ".join(f"{col} = {expr}" for col, expr in values.items())}
+    FROM eligible e JOIN {customer} c ON c.id = e.customer_id
+    WHERE t.customer_id = e.customer_id
+        AND ({" OR ".join(f"t.{col} {distinct} {expr}" for col, expr in values.items())})
+    RETURNING 1
+)
+SELECT ARRAY(SELECT customer_id FROM eligible), (SELECT COUNT(*) FROM written)
 """
 
 
