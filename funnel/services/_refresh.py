@@ -79,8 +79,8 @@ def _refresh_factless_pg(cursor: Any, ids: list[int], result: RefreshResult) -> 
     """The customers' rows that need nothing but their own customer row, rewritten in one
     statement (``_factless_update_sql``) instead of the temporary tables of the full
     refresh; returns the customers it covered. A WeCom sync's updated customers are
-    mostly these: at 300,000 relationships the funnel took 7.4 s of its 33 s for 58,000
-    of them through the full refresh."""
+    mostly these: at 300,000 relationships (``make bench-sync``) the 58,000 it updated
+    took 7.4 s of a 33 s sync through the full refresh, 3.1 s this way (31 ms for 800)."""
     cursor.execute(_factless_update_sql(), _params(ids))
     covered, written = cursor.fetchone()
     result.customers += len(covered)

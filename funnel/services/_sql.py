@@ -220,7 +220,10 @@ def _factless_update_sql() -> str:
     return f"""
 WITH eligible AS MATERIALIZED (
     SELECT m.customer_id FROM {milestones} m JOIN {customer} c ON c.id = m.customer_id
-    WHERE m.customer_id = ANY(%(ids)s) AND c.id = ANY(%(ids)s)
+    -- The id list on the milestones only: repeated on the customers, it became an index
+    -- condition of each look-up, which walked the whole list every time (33 ms of 63 for
+    -- 800 customers).
+    WHERE m.customer_id = ANY(%(ids)s)
         AND m.stage = 1 AND m.paid_orders = 0 AND {_has_no_facts("c")}
 ),
 written AS (
