@@ -120,7 +120,8 @@ def test_customers_with_only_their_own_row_are_rewritten_as_the_full_refresh_wou
     assert rows[fallen.pk]["stage"] == 1
     assert (fallen.pk, 2, 1) in {(c, f, t) for c, f, t, _at in refreshed[1]}
     assert not PaidPeriod.objects.filter(customer=refunded).exists()
-    assert refreshed[0] == [reference.milestone_row(reference.load_raw()[i]) for i in sorted(everyone)]
+    raw = reference.load_raw()
+    assert refreshed[0] == [reference.milestone_row(raw[i]) for i in sorted(everyone)]
 
     # The full refresh of the same customers from nothing gives the same rows and periods
     # (the stage history differs by design: from nothing, only the stages entered).
