@@ -80,7 +80,8 @@ def _refresh_factless_pg(cursor: Any, ids: list[int], result: RefreshResult) -> 
     statement (``_factless_update_sql``) instead of the temporary tables of the full
     refresh; returns the customers it covered. A WeCom sync's updated customers are
     mostly these: at 300,000 relationships (``make bench-sync``) the 58,000 it updated
-    took 7.4 s of a 33 s sync through the full refresh, 3.1 s this way (31 ms for 800)."""
+    took 7.4 s of a 33 s sync through the full refresh; this statement takes 31 ms for 800
+    of them (``EXPLAIN ANALYZE``), and a million-relationship sync went 114.0 → 106.9 s."""
     cursor.execute(_factless_update_sql(), _params(ids))
     covered, written = cursor.fetchone()
     result.customers += len(covered)
