@@ -18,7 +18,7 @@ from customers.services import (
     customer_create,
     orders_upsert,
 )
-from funnel.models import Milestones
+from funnel.models import Milestones, PaidPeriod, StageChange
 
 _numbers = itertools.count(1)
 
@@ -95,3 +95,23 @@ def refund(c: Customer, key: str, at: datetime, amount: str = "100.00") -> None:
 
 def milestones(c: Customer) -> Milestones:
     return Milestones.objects.get(customer=c)
+
+
+def funnel_state(ids: list[int]) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]], list[Any]]:
+    """These customers' milestone rows, stage changes (without when they were recorded)
+    and paid periods, in a stable order: what two ways of refreshing them must agree on."""
+    columns = [f.attname for f in Milestones._meta.concrete_fields]
+    rows = list(
+        Milestones.objects.filter(customer__in=ids).order_by("customer_id").values(*columns)
+    )
+    changes = sorted(
+        StageChange.objects.filter(customer__in=ids).values_list(
+            "customer_id", "from_stage", "to_stage", "at"
+        )
+    )
+    periods = sorted(
+        PaidPeriod.objects.filter(customer__in=ids).values_list(
+            "customer_id", "acquired_at", "days", "n", "amount"
+        )
+    )
+    return rows, changes, periods

@@ -26,31 +26,11 @@ from tests.factories import (
     StoreFactory,
 )
 from tests.funnel import reference
-from tests.funnel.helpers import customer, local
+from tests.funnel.helpers import customer, funnel_state, local
 
 pytestmark = pytest.mark.django_db
 
-COLUMNS = [f.attname for f in Milestones._meta.concrete_fields]
 DAY = timedelta(days=1)
-
-
-def _state(ids: list[int]) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]], list[Any]]:
-    """These customers' milestone rows, stage changes (without when they were recorded)
-    and paid periods."""
-    rows = list(
-        Milestones.objects.filter(customer__in=ids).order_by("customer_id").values(*COLUMNS)
-    )
-    changes = sorted(
-        StageChange.objects.filter(customer__in=ids).values_list(
-            "customer_id", "from_stage", "to_stage", "at"
-        )
-    )
-    periods = sorted(
-        PaidPeriod.objects.filter(customer__in=ids).values_list(
-            "customer_id", "acquired_at", "days", "n", "amount"
-        )
-    )
-    return rows, changes, periods
 
 
 @pytest.fixture
@@ -121,14 +101,14 @@ def test_new_customers_get_what_the_full_refresh_writes(full_refreshes: list[set
     # take the full refresh.
     assert full_refreshes == [{activated.pk, payer.pk, early.pk, parent.pk, engaged.pk}]
     everyone = [*created, referrer.pk]
-    fast = _state(everyone)
+    fast = funnel_state(everyone)
 
     # The full refresh of the same customers from nothing gives the same.
     StageChange.objects.filter(customer__in=everyone).delete()
     PaidPeriod.objects.filter(customer__in=everyone).delete()
     Milestones.objects.filter(customer__in=everyone).delete()
     milestones_refresh(customer_ids=everyone)
-    assert _state(everyone) == fast
+    assert funnel_state(everyone) == fast
     raw = reference.load_raw()
     assert fast[0] == [reference.milestone_row(raw[i]) for i in sorted(everyone)]
     # And what the definitions say, for the shapes the fast path took.

@@ -19,11 +19,10 @@ from funnel.models import Milestones, PaidPeriod, StageChange
 from funnel.services import milestones_refresh
 from tests.factories import ChannelFactory, StaffFactory, StoreFactory
 from tests.funnel import reference
-from tests.funnel.helpers import act, customer, local, milestones, pay
+from tests.funnel.helpers import act, customer, funnel_state, local, milestones, pay
 
 pytestmark = pytest.mark.django_db
 
-COLUMNS = [f.attname for f in Milestones._meta.concrete_fields]
 DAY = timedelta(days=1)
 
 
@@ -39,23 +38,6 @@ def full_refreshes(monkeypatch: pytest.MonkeyPatch) -> list[set[int]]:
 
     monkeypatch.setattr(funnel.services._refresh, "_refresh_through_temp", spy)
     return calls
-
-
-def _state(ids: list[int]) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]], list[Any]]:
-    rows = list(
-        Milestones.objects.filter(customer__in=ids).order_by("customer_id").values(*COLUMNS)
-    )
-    changes = sorted(
-        StageChange.objects.filter(customer__in=ids).values_list(
-            "customer_id", "from_stage", "to_stage", "at"
-        )
-    )
-    periods = sorted(
-        PaidPeriod.objects.filter(customer__in=ids).values_list(
-            "customer_id", "acquired_at", "days", "n", "amount"
-        )
-    )
-    return rows, changes, periods
 
 
 def test_customers_with_only_their_own_row_are_rewritten_as_the_full_refresh_would(
@@ -103,7 +85,7 @@ def test_customers_with_only_their_own_row_are_rewritten_as_the_full_refresh_wou
     full_refreshes.clear()
 
     result = milestones_refresh(customer_ids=everyone, now=start + 30 * DAY)
-    refreshed = _state(everyone)
+    refreshed = funnel_state(everyone)
 
     if connection.vendor == "postgresql":
         assert full_refreshes == [{fallen.pk, refunded.pk, engaged.pk, referrer.pk}]
@@ -129,5 +111,5 @@ def test_customers_with_only_their_own_row_are_rewritten_as_the_full_refresh_wou
     PaidPeriod.objects.filter(customer__in=everyone).delete()
     Milestones.objects.filter(customer__in=everyone).delete()
     milestones_refresh(customer_ids=everyone, now=start + 30 * DAY)
-    again = _state(everyone)
+    again = funnel_state(everyone)
     assert (again[0], again[2]) == (refreshed[0], refreshed[2])
