@@ -8,7 +8,9 @@ receiver calls it for the customers a write touched; ``rebuild_funnel`` calls it
 everyone (:func:`milestones_rebuild`). Being the same SQL, a rebuild gives exactly what
 incremental maintenance gave. Two shortcuts give the same rows for facts that can only
 add: :func:`milestones_add_activities` folds new activities into the stored rows, and
-:func:`milestones_add_customers` writes the first row of customers just created.
+:func:`milestones_add_customers` writes the first row of customers just created. Inside
+the refresh, customers whose row needs nothing but the customer (no fact, stage 1,
+nothing paid) are rewritten in one statement on PostgreSQL (``_refresh``).
 
 Modules: ``_sql`` (the statements), ``_write`` (writing them, locks and settings),
 ``_refresh`` / ``_rebuild`` (the full refresh, of some customers or of everyone),
