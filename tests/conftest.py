@@ -3,6 +3,7 @@ a clerk of store B, and an API client; plus customers each of them should (not) 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -15,6 +16,14 @@ from scrm.roles import INTEGRATION_GROUP, Role
 from tests.factories import CustomerFactory, FollowFactory, StaffFactory, StoreFactory, UserFactory
 
 PASSWORD = "pass-1234-word"
+
+#: A ``src`` or ``href`` that points at another host (``//host`` or ``http(s)://host``).
+_REMOTE_ASSET = re.compile(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""")
+
+
+def loads_remote_assets(html: str) -> bool:
+    """Whether a page loads anything from another host (our assets are vendored)."""
+    return _REMOTE_ASSET.search(html) is not None
 
 
 @dataclass
