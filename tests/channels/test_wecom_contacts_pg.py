@@ -224,6 +224,24 @@ def rows_scenario() -> list[tuple[int, int, int]]:
     )
     figures.append(apply([row("wmB", "u3", 1, state="ref1", name="B renamed", tag_ids=("et1",))]))
     figures.append(apply([row("wmB", "u1", 5, state="nope", description="d'")], record_added=False))
+    # Tags of new follows only (linked by the follows statement on PostgreSQL): a tag two
+    # new follows carry is put there by the earlier one, whatever their order.
+    figures.append(
+        apply(
+            [
+                row("wmD", "u1", 5, tag_ids=("et1", "et2")),
+                row("wmD", "u2", 3, tag_ids=("et1",)),
+                row("wmE", "u1", 5, tag_ids=("et1",)),
+                row("wmE", "u2", 3, tag_ids=("et1",)),
+            ]
+        )
+    )
+    # A changed follow beside a new one: u2 still carries et1, so it stays.
+    figures.append(
+        apply([row("wmD", "u1", 5, tag_ids=("et2",)), row("wmD", "u3", 1, tag_ids=("et3",))])
+    )
+    # The last follow with et1 drops it, beside a new follow: et1 goes.
+    figures.append(apply([row("wmD", "u2", 3, tag_ids=()), row("wmD", "u4", 2, tag_ids=("et2",))]))
     return figures
 
 
@@ -232,6 +250,8 @@ def test_hand_made_rows_give_the_same_rows_by_both_paths(monkeypatch) -> None:
     assert reference["rows"]["customers"]["wmB"]["referred_by_id"] == "local:r1"
     assert reference["rows"]["customers"]["wmA"]["referred_by_id"] is None
     assert reference["returned"][3] == (1, 0, 0)
+    new_follow_tags = [link for link in reference["rows"]["tags"] if link[0] in ("wmD", "wmE")]
+    assert new_follow_tags == [("wmD", "t2", "u1"), ("wmD", "t3", "u3"), ("wmE", "t1", "u2")]
     assert_same(reference, set_based)
 
 
