@@ -15,7 +15,9 @@ emptied at commit), then
    something changed; a snapshot of the pairs before the statement tells revived follows;
 3. timeline: a ``contact_added`` activity per new or revived follow (same keys as the
    portable path, ``ON CONFLICT DO NOTHING``);
-4. the touched customers' WeCom tags become the union of their active follows' tags;
+4. the touched customers' WeCom tags become the union of their active follows' tags
+   (for a customer whose written follows are all new, the follows statement itself adds
+   their tags; the others go through ``_TAGS_SYNC``);
 5. customers whose follow came back are re-evaluated lost/active.
 
 Facts are announced as the portable services announce them.
