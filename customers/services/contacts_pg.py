@@ -247,7 +247,9 @@ RETURNING c.id, c.xmax = 0 AS created, c.referred_by_id, c.store_id
 # follow changed or revived here may have lost a tag: those still go through
 # ``_TAGS_SYNC``.
 _FOLLOWS_UPSERT = """
-WITH wecom_tag AS (
+WITH wecom_tag AS MATERIALIZED (
+    -- Materialized: inlined, the planner drove the join from the tag groups and read
+    -- every written follow's tags once per WeCom tag group.
     SELECT t.id FROM {tag} t JOIN {taggroup} g ON g.id = t.group_id AND g.source = %(wecom)s
 ), src AS (
     SELECT DISTINCT ON (c.id, s.staff_id) c.id AS customer_id, s.*,
