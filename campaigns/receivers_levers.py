@@ -62,13 +62,13 @@ def _insert(sql: str, params: list[Any], ids: list[int]) -> int:
         # 2,500 new customers here: 8.7 ms a call with a placeholder per id, about as
         # much with ``= ANY`` of the list psycopg2 sends as ARRAY[...], 1.3 ms this way,
         # for a statement that usually finds nothing to credit.
-        sql = sql.replace("IN ({ids})", "IN (SELECT unnest(%s::bigint[]))")
+        members = "SELECT unnest(%s::bigint[])"
         args: list[Any] = [*params, "{" + ",".join(map(str, ids)) + "}"]
     else:
-        sql = sql.format(ids=", ".join(["%s"] * len(ids)))
+        members = ", ".join(["%s"] * len(ids))
         args = [*params, *ids]
     with connection.cursor() as cursor:
-        cursor.execute(sql, args)
+        cursor.execute(sql.format(ids=members), args)
         return max(cursor.rowcount, 0)
 
 

@@ -160,9 +160,15 @@ def _channel_table() -> str:
     return str(related._meta.db_table)
 
 
+#: The ids of the WeCom-sourced tags (``%(wecom)s``), which the sync keeps in step.
+_WECOM_TAG_IDS = (
+    "SELECT t.id FROM {tag} t JOIN {taggroup} g ON g.id = t.group_id AND g.source = %(wecom)s"
+)
+
+
 def _tables() -> dict[str, str]:
     qn = connection.ops.quote_name
-    return {
+    names = {
         "stage": _STAGE,
         "customer_ids": _CUSTOMER_IDS,
         "customer": qn(Customer._meta.db_table),
@@ -173,6 +179,7 @@ def _tables() -> dict[str, str]:
         "tag": qn(Tag._meta.db_table),
         "taggroup": qn(TagGroup._meta.db_table),
     }
+    return {**names, "wecom_tag_ids": _WECOM_TAG_IDS.format(**names)}
 
 
 # Per customer, as ``_contact_inputs`` + ``_contact_changes``: the profile of its latest
@@ -257,7 +264,7 @@ _FOLLOWS_UPSERT = """
 WITH wecom_tag AS MATERIALIZED (
     -- Materialized: inlined, the planner drove the join from the tag groups and read
     -- every written follow's tags once per WeCom tag group.
-    SELECT t.id FROM {tag} t JOIN {taggroup} g ON g.id = t.group_id AND g.source = %(wecom)s
+    {wecom_tag_ids}
 ), src AS (
     SELECT DISTINCT ON (c.id, s.staff_id) c.id AS customer_id, s.*,
         b.deleted_at AS deleted_before
@@ -360,9 +367,7 @@ RETURNING customer_id
 # per flush). The DELETE removes only unwanted links and the INSERT adds only wanted
 # ones, so the two never touch the same row within the statement's snapshot.
 _TAGS_SYNC = """
-WITH wecom_tag AS (
-    SELECT t.id FROM {tag} t JOIN {taggroup} g ON g.id = t.group_id AND g.source = %(wecom)s
-), wanted AS (
+WITH wecom_tag AS ({wecom_tag_ids}), wanted AS (
     SELECT DISTINCT ON (f.customer_id, t.id) f.customer_id, t.id AS tag_id, f.staff_id
     FROM {follow} f
     CROSS JOIN LATERAL jsonb_array_elements_text(f.tag_ids) AS e(tag_id)
