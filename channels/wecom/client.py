@@ -12,9 +12,11 @@ What this adds over ``wechatpy.enterprise.WeChatClient`` (WECOM.md §3):
   so the corp is never locked out for an hour by its own sync;
 * errors are classified (``channels.wecom.errors``) into transient and permanent;
 * a full sync makes one call per 100 relationships, so wechatpy's per-call overhead was a
-  third of the sync worker's CPU: the session resolves the environment (proxy variables,
-  a netrc file looked for on disk) once instead of per call, and answers are read by
-  orjson, with wechatpy's own reading for what orjson refuses.
+  third of the sync worker's CPU: wechatpy sends through our keep-alive transport
+  (``channels.wecom.transport``: the same request on the wire, without requests'
+  per-call machinery; a requests session when the environment names a proxy, resolved
+  once instead of per call), and answers are read by orjson, with wechatpy's own reading
+  for what orjson refuses.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from channels.wecom.errors import (
     WeComTransientError,
     classify,
 )
+from channels.wecom.transport import Response, Transport
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +89,9 @@ class TokenStore:
     EARLY_REFRESH = 300
     LOCK_TIMEOUT = 15
 
-    def __init__(self, config: WeComConfig, http: requests.Session, store: BaseCache) -> None:
+    def __init__(
+        self, config: WeComConfig, http: Transport | requests.Session, store: BaseCache
+    ) -> None:
         self.config = config
         self.http = http
         self.cache = store
@@ -240,10 +245,23 @@ class _WechatpyClient(WeChatClient):
         token = self._tokens.get()
         return {"access_token": token}
 
-    def _decode_result(self, res: requests.Response) -> Any:
+    def _decode_result(self, res: Response | requests.Response) -> Any:
         # wechatpy's hook for reading an answer: the response itself when it is not JSON.
         result = _decode(res.content)
         return res if result is None else result
+
+
+def _transport(api_base: str) -> Transport | requests.Session:
+    """Our keep-alive transport to WeCom's host; a requests session when the environment
+    names a proxy for it (looked up once: with trust_env on, requests redoes that, and
+    looks for a netrc file on disk, on every call)."""
+    proxies = requests.utils.get_environ_proxies(api_base)
+    if not proxies:
+        return Transport(api_base)
+    session = requests.Session()
+    session.proxies.update(proxies)
+    session.trust_env = False
+    return session
 
 
 class WeComClient:
@@ -252,11 +270,7 @@ class WeComClient:
     def __init__(self, config: WeComConfig | None = None, *, store: BaseCache | None = None):
         self.config = config or WeComConfig.from_settings()
         store = store or cache
-        self.http = requests.Session()
-        # The environment's proxy for WeCom's host, looked up once: with trust_env on,
-        # requests redoes that (and looks for a netrc file on disk) on every call.
-        self.http.proxies.update(requests.utils.get_environ_proxies(self.config.api_base))
-        self.http.trust_env = False
+        self.http = _transport(self.config.api_base)
         self.tokens = TokenStore(self.config, self.http, store)
         self.limiter = RateLimiter(self.config, store)
         self._wechat = _WechatpyClient(self.config, self.tokens)
