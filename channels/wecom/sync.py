@@ -35,7 +35,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, connections, transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 from django.db.models.functions import Greatest
 from django.utils import timezone
 from psycopg2.extensions import TransactionRollbackError
@@ -519,11 +519,21 @@ class SyncEngine:
             if since:
                 seen = seen | Q(updated_at__gte=datetime.fromisoformat(since))
             ours = _wecom_follows()
-            # Counted before the marking below, which stamps updated_at.
-            wecom_follows = ours.filter(seen).count()
-            gone = ours.filter(~seen, deleted_at__isnull=True).values_list("pk", flat=True)
-            deleted = follows_mark_deleted(follow_ids=list(gone), at=now, source="wecom")
-            active = ours.filter(deleted_at__isnull=True).count()
+            # One pass over the follows for the three figures (each pass reads a million
+            # follows and probes the seen rows: about 2 s at a million), counted before the
+            # marking below, which stamps updated_at. The ids of the gone ones are read,
+            # and the active ones counted again, only when some are gone.
+            alive = Q(deleted_at__isnull=True)
+            figures = ours.aggregate(
+                seen=Count("pk", filter=seen),
+                active=Count("pk", filter=alive),
+                gone=Count("pk", filter=~seen & alive),
+            )
+            wecom_follows, active, deleted = figures["seen"], figures["active"], 0
+            if figures["gone"]:
+                gone = ours.filter(~seen, alive).values_list("pk", flat=True)
+                deleted = follows_mark_deleted(follow_ids=list(gone), at=now, source="wecom")
+                active = ours.filter(alive).count()
             SyncSeenFollow.objects.filter(run_id=self.run.pk).delete()
             self._save(
                 status=SyncStatus.SUCCEEDED,
