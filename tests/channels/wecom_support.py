@@ -9,9 +9,11 @@ encrypted and signed by its emitter (our crypto underneath).
 from __future__ import annotations
 
 import contextlib
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlencode
 
@@ -138,3 +140,25 @@ def new_client(api_base: str, corp_id: str = "wwcorp", secret: str = "s3cret") -
 def sim_client(sim: Simulator) -> WeComClient:
     """``new_client`` for the simulator's corp."""
     return new_client(sim.api_base, sim.corp_id, sim.secret)
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A keep-alive (HTTP/1.1) request handler that logs nothing."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTPServer]:
+    """A threaded HTTP server with ``handler`` on a free port of 127.0.0.1, for the block."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -6,11 +6,8 @@ counting, error classes, WECOM_API_BASE, the environment's proxy) still holds.""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -25,7 +22,7 @@ from channels.wecom.errors import (
     WeComTransientError,
 )
 from channels.wecom.simulator import Simulator
-from tests.channels.wecom_support import new_client, sim_client
+from tests.channels.wecom_support import QuietHandler, new_client, serving, sim_client
 
 
 @pytest.fixture
@@ -64,9 +61,7 @@ class Recorder:
 def recorder() -> Iterator[Recorder]:
     state: Recorder
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Handler(QuietHandler):
         def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
@@ -93,16 +88,9 @@ def recorder() -> Iterator[Recorder]:
 
         do_GET = do_POST = _answer
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state = Recorder(base=f"http://127.0.0.1:{server.server_port}/cgi-bin/")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as server:
+        state = Recorder(base=f"http://127.0.0.1:{server.server_port}/cgi-bin/")
+        yield state
 
 
 def business(recorder: Recorder) -> list[Seen]:

@@ -12,7 +12,6 @@ import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ import requests
 from channels.wecom.client import _transport
 from channels.wecom.errors import WeComTransientError
 from channels.wecom.transport import Transport
-from tests.channels.wecom_support import new_client
+from tests.channels.wecom_support import QuietHandler, new_client, serving
 
 
 @dataclass
@@ -41,9 +40,7 @@ def server() -> Iterator[Server]:
     state: Server
     answered = threading.Event()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Handler(QuietHandler):
         def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             if length:
@@ -67,17 +64,10 @@ def server() -> Iterator[Server]:
 
         do_GET = do_POST = _answer
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state = Server(base=f"http://127.0.0.1:{httpd.server_port}/cgi-bin/")
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    answered.set()
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(Handler) as httpd:
+        state = Server(base=f"http://127.0.0.1:{httpd.server_port}/cgi-bin/")
+        yield state
+        answered.set()  # a delayed answer still pending must not hold the shutdown up
 
 
 def test_connections_are_kept_alive(server: Server) -> None:
