@@ -519,8 +519,8 @@ class SyncEngine:
             if since:
                 seen = seen | Q(updated_at__gte=datetime.fromisoformat(since))
             ours = _wecom_follows()
-            # One pass over the follows for the three figures (each pass reads a million
-            # follows and probes the seen rows: about 2 s at a million), counted before the
+            # One pass over the follows for the three figures (each pass reads every
+            # follow and probes the seen rows: 1.2 s at 300,000), counted before the
             # marking below, which stamps updated_at. The ids of the gone ones are read,
             # and the active ones counted again, only when some are gone.
             alive = Q(deleted_at__isnull=True)
