@@ -173,11 +173,17 @@ class Transport:
 
 def _still_open(conn: Connection) -> bool:
     """An idle keep-alive connection is usable while its socket has nothing to read: a
-    readable idle socket is the server's close (or stray bytes), as urllib3 checks."""
+    readable idle socket is the server's close (or stray bytes), as urllib3 checks. With
+    poll where there is one: select refuses descriptors past 1024, which would drop every
+    connection of a process with many files open."""
     sock = conn.sock
     if sock is None:
         return False
     try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return not poller.poll(0)
         readable, _, _ = select.select([sock], [], [], 0)
     except (OSError, ValueError):
         return False
@@ -187,7 +193,7 @@ def _still_open(conn: Connection) -> bool:
 def _decoded(content: bytes, encoding: str | None) -> bytes:
     """The body without its Content-Encoding (requests advertises gzip and deflate)."""
     coding = (encoding or "").strip().lower()
-    if coding in ("", "identity"):
+    if coding in ("", "identity") or not content:  # an empty body has nothing to decode
         return content
     if coding in ("gzip", "x-gzip"):
         return zlib.decompress(content, 16 + zlib.MAX_WBITS)

@@ -5,6 +5,7 @@ failures are requests' exceptions, and a proxy in the environment keeps requests
 from __future__ import annotations
 
 import gzip
+import http.client
 import socket
 import ssl
 import threading
@@ -19,7 +20,7 @@ import requests
 
 from channels.wecom.client import _transport
 from channels.wecom.errors import WeComTransientError
-from channels.wecom.transport import Transport
+from channels.wecom.transport import Transport, _decoded, _still_open
 from tests.channels.wecom_support import QuietHandler, new_client, serving
 
 
@@ -186,3 +187,20 @@ def test_a_proxy_in_the_environment_keeps_requests(monkeypatch) -> None:
     monkeypatch.setenv("NO_PROXY", "wecom.invalid")
     monkeypatch.setenv("no_proxy", "wecom.invalid")
     assert isinstance(_transport("http://wecom.invalid/cgi-bin/"), Transport)
+
+
+def test_an_empty_encoded_body_is_empty() -> None:
+    assert _decoded(b"", "gzip") == b""
+    assert _decoded(b"", "deflate") == b""
+
+
+def test_a_closed_peer_is_seen_on_an_idle_connection() -> None:
+    ours, theirs = socket.socketpair()
+    conn = http.client.HTTPConnection("127.0.0.1")
+    conn.sock = ours
+    try:
+        assert _still_open(conn)
+        theirs.close()
+        assert not _still_open(conn)
+    finally:
+        ours.close()
