@@ -136,10 +136,10 @@ class TokenStore:
         self.fetches += 1
         if response.status_code >= 500:
             raise WeComTransientError(None, f"HTTP {response.status_code}", path="gettoken")
-        try:
-            result = response.json()
-        except ValueError:
-            raise WeComTransientError(None, "gettoken answered non-JSON", path="gettoken") from None
+        # Read as every other answer is (either transport's response).
+        result = _decode(response.content)
+        if not isinstance(result, dict):
+            raise WeComTransientError(None, "gettoken answered non-JSON", path="gettoken")
         errcode = int(result.get("errcode", 0) or 0)
         if errcode:
             errmsg = str(result.get("errmsg", ""))

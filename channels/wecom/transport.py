@@ -51,19 +51,17 @@ class Response:
         self.headers = headers
         self.content = content
 
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", "replace")
-
     def json(self) -> Any:
+        """As ``requests.Response.json`` (wechatpy's own token fetch reads answers so; the
+        client reads ``content``)."""
         try:
             return orjson.loads(self.content)
         except orjson.JSONDecodeError as exc:
             raise ValueError(str(exc)) from exc
 
     def raise_for_status(self) -> None:
-        kind = "Client" if 400 <= self.status_code < 500 else "Server"
         if 400 <= self.status_code < 600:
+            kind = "Client" if self.status_code < 500 else "Server"
             raise requests.HTTPError(
                 f"{self.status_code} {kind} Error: {self.reason} for url: {self.url}",
                 response=self,
@@ -77,19 +75,15 @@ class Transport:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
-        self.scheme = parts.scheme
+        tls = parts.scheme == "https"
         self.host = parts.hostname
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.port = parts.port or (443 if tls else 80)
         # requests verifies against certifi's bundle (trust_env is off in the client).
-        self._tls = ssl.create_default_context(cafile=certifi.where()) if self.is_tls else None
+        self._tls = ssl.create_default_context(cafile=certifi.where()) if tls else None
         # Exactly the headers requests sends, in its order.
         self.headers = dict(requests.utils.default_headers())
         self._idle: list[Connection] = []
         self._lock = threading.Lock()
-
-    @property
-    def is_tls(self) -> bool:
-        return self.scheme == "https"
 
     def get(self, url: str, params: Mapping[str, Any] | None = None, **kwargs: Any) -> Response:
         return self.request("GET", url, params=params, **kwargs)
@@ -102,14 +96,15 @@ class Transport:
         data: bytes | str | None = None,
         timeout: float | None = None,
     ) -> Response:
+        method = method.upper()
         target = self._target(url, params)
         body = data.encode("utf-8") if isinstance(data, str) else data
         headers = dict(self.headers)
-        if body is not None or method.upper() in ("POST", "PUT", "PATCH"):
+        if body is not None or method in ("POST", "PUT", "PATCH"):
             headers["Content-Length"] = str(len(body or b""))
         conn = self._take(timeout)
         try:
-            conn.request(method.upper(), target, body=body, headers=headers)
+            conn.request(method, target, body=body, headers=headers)
             answer = conn.getresponse()
             content = _decoded(answer.read(), answer.getheader("Content-Encoding"))
         except TimeoutError as exc:
@@ -126,12 +121,6 @@ class Transport:
         else:
             self._give_back(conn)
         return Response(url, answer.status, answer.reason, answer.headers, content)
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
 
     # --- connections ---------------------------------------------------------------------
 
