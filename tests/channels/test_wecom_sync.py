@@ -6,9 +6,11 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from channels.models import ChannelCode, SyncRun, SyncSeenFollow, SyncStatus
+from channels.wecom import sync
 from channels.wecom.client import WeComClient
 from channels.wecom.errors import WeComRateLimited
 from channels.wecom.simulator import Simulator
@@ -281,3 +283,28 @@ def test_the_first_staff_member_to_add_a_customer_owns_them_for_their_store(sim,
         assert customer.store_id == (store.pk if first.staff_id == member.pk else None)
         checked += customer.store_id == store.pk
     assert checked, "some customers were first added by the member with a store"
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="ANALYZE is PostgreSQL's")
+def test_a_first_sync_analyzes_its_tables_as_they_double_until_the_cap(client, monkeypatch) -> None:
+    monkeypatch.setattr(sync, "ANALYZE_UNTIL", 4000)
+    engine = SyncEngine(sync_run_start(), client)
+    analyzed: list[tuple[int, str]] = []
+
+    def spy(execute, sql, params, many, context):
+        if sql.startswith("ANALYZE"):
+            analyzed.append((engine.run.created, sql.split()[1].strip('"')))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(spy):
+        for created in (500, 999, 1000, 1500, 2000, 3999, 4000, 8000, 16_000, 1_000_000):
+            engine.run.created = created
+            engine._refresh_statistics()
+    # Doubled from 1,000; the round at 4,000 is the last (it was due before the cap).
+    assert sorted({at for at, _table in analyzed}) == [1000, 2000, 4000]
+    assert {table for _at, table in analyzed} == {
+        Customer._meta.db_table,
+        Follow._meta.db_table,
+        CustomerTag._meta.db_table,
+        SyncSeenFollow._meta.db_table,
+    }
