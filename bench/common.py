@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 #: A benchmark only ever talks to services on this machine.
@@ -20,6 +21,22 @@ def load_average() -> str:
         return f"load {os.getloadavg()[0]:.2f}"
     except OSError:
         return "load ?"
+
+
+#: The gauge's loop, run as a script's top level runs it (names in a dict, not a
+#: function's fast locals), so that it reads as ``python -c`` of the same loop does.
+_GAUGE = compile("total = 0\nfor i in range(20_000_000):\n    total += i\n", "<gauge>", "exec")
+
+
+def host_gauge() -> str:
+    """How fast this host runs one core right now: the CPU seconds of a 20,000,000-step
+    Python ``for`` loop adding integers at a script's top level. The development
+    machine's speed drifts by a factor of two over a day (its neighbours, not the code),
+    and a benchmark's figures mean little without it: 1.7 to 2.0 s there in an ordinary
+    hour, 2.1 to 3.9 s in slow ones (README, "The round after")."""
+    started = time.process_time()
+    exec(_GAUGE, {})  # the constant loop compiled above, in a namespace of its own
+    return f"host gauge {time.process_time() - started:.2f} s"
 
 
 def check_database_url(url: str, *, bench: str) -> dict[str, Any]:

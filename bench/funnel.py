@@ -35,7 +35,7 @@ from functools import partial
 from io import StringIO
 from typing import Any
 
-from bench.common import check_database_url, load_average, log
+from bench.common import check_database_url, host_gauge, load_average, log
 from bench.funnel_seed import ANCHOR, LIVE_KINDS, SeedSize, seed
 from bench.pgserver import add_server_argument, bench_database, server_line
 
@@ -562,7 +562,10 @@ def _main(args: argparse.Namespace, url: str) -> None:
         version, jit, page_cost = cur.fetchone()
         server = server_line(cur)
     log(f"== bench-funnel: {size} on {version.split(' on ')[0]}")
-    log(f"   jit {jit}, random_page_cost {page_cost}, {os.cpu_count()} CPUs, {load_average()}")
+    log(
+        f"   jit {jit}, random_page_cost {page_cost}, {os.cpu_count()} CPUs, {load_average()}, "
+        f"{host_gauge()}"
+    )
     log(f"   {server}")
     results: dict[str, Any] = {}
     started = time.perf_counter()
@@ -599,7 +602,7 @@ def _main(args: argparse.Namespace, url: str) -> None:
         with connection.cursor() as cur:
             cur.execute("DELETE FROM customers_activity WHERE id > %s", [last])
         milestones_refresh(customer_ids=touched)
-    log(f"\n== done in {time.perf_counter() - started:.0f}s [{load_average()}]")
+    log(f"\n== done in {time.perf_counter() - started:.0f}s [{load_average()}, {host_gauge()}]")
     if not same:
         sys.exit("bench-funnel: the milestones and the raw tables DISAGREE (see above)")
 

@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import load_average, postgres_cpu_seconds, process_cpu_seconds
+from bench.common import host_gauge, load_average, postgres_cpu_seconds, process_cpu_seconds
 from bench.pgserver import add_server_argument, bench_database, server_line
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,7 +181,7 @@ def bench(relationships: int, staff: int) -> dict[str, Any]:
 
     from channels.wecom.client import WeComClient, WeComConfig
 
-    print(f"\n== {relationships:,} relationships, {staff} staff ==")
+    print(f"\n== {relationships:,} relationships, {staff} staff ({host_gauge()}) ==")
     _reset_tables()
     sim = SimulatorProcess(relationships, staff)
     try:
@@ -233,6 +233,7 @@ def bench(relationships: int, staff: int) -> dict[str, Any]:
             f"(distinct {distinct_customers:,}), peak RSS {_peak_rss_mb():.0f} MB"
         )
         print(f"           {timed2.cpu_line()}")
+        print(f"  after: {host_gauge()}")
         assert (again.created, again.updated, again.deleted) == (0, 0, 0)
         assert follows == distinct_follows == relationships
         assert customers == distinct_customers
