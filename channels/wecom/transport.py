@@ -52,8 +52,9 @@ class Response:
         self.content = content
 
     def json(self) -> Any:
-        """As ``requests.Response.json`` (wechatpy's own token fetch reads answers so; the
-        client reads ``content``)."""
+        """As ``requests.Response.json``, so that this stands in for one wherever an answer
+        is read so. Our client reads ``content`` with ``client._decode`` instead, and
+        replaces wechatpy's token fetch, the one wechatpy path that calls this."""
         try:
             return orjson.loads(self.content)
         except orjson.JSONDecodeError as exc:
