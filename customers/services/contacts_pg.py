@@ -266,6 +266,20 @@ _FOLLOWS_RETURNING = (
     "RETURNING f.id, f.customer_id, f.staff_id, f.added_at, f.tag_ids, f.xmax = 0 AS created"
 )
 
+
+def _links_insert(written: str, tail: str) -> str:
+    """The tag links' INSERT of ``_FOLLOWS_UPSERT`` for the follows ``written``, then
+    ``tail`` (a filter and the conflict clause, if any)."""
+    return f"""
+    INSERT INTO {{customertag}} (customer_id, tag_id, staff_id, created_at)
+    SELECT DISTINCT ON (w.customer_id, t.id) w.customer_id, t.id, w.staff_id, %(now)s
+    FROM {written} w
+    CROSS JOIN LATERAL jsonb_array_elements_text(w.tag_ids) AS e(tag_id)
+    JOIN wecom_tag t ON t.id = e.tag_id::bigint
+    {tail}
+    RETURNING customer_id, tag_id"""
+
+
 # The last row of a pair wins, as in ``follows_upsert``. ``deleted_before`` reads the
 # statement's snapshot, i.e. the pair as it was before this INSERT: a follow that was
 # deleted there and is written here came back. Every input row of a pair whose digest differs is
@@ -289,7 +303,10 @@ _FOLLOWS_RETURNING = (
 # every follow and link of these customers again (in a 300,000-relationship first sync,
 # the follows and tags statements took 17.0 s this way against 19.3 s). A customer with a
 # follow changed or revived here may have lost a tag: those still go through
-# ``_TAGS_SYNC``.
+# ``_TAGS_SYNC``. The customers created just now have no link yet: their follows'
+# tags go in by a plain INSERT (``linked_new``), without the probe of the unique
+# (customer, tag) index that ON CONFLICT makes before each row; the others'
+# (``linked_old``) may meet a link an earlier follow put there.
 _FOLLOWS_UPSERT = (
     """
 WITH wecom_tag AS MATERIALIZED (
@@ -350,16 +367,19 @@ WITH wecom_tag AS MATERIALIZED (
     + """
 ), written AS (
     SELECT * FROM written_new UNION ALL SELECT * FROM written_old
-), linked AS (
-    INSERT INTO {customertag} (customer_id, tag_id, staff_id, created_at)
-    SELECT DISTINCT ON (w.customer_id, t.id) w.customer_id, t.id, w.staff_id, %(now)s
-    FROM written w
-    CROSS JOIN LATERAL jsonb_array_elements_text(w.tag_ids) AS e(tag_id)
-    JOIN wecom_tag t ON t.id = e.tag_id::bigint
-    WHERE w.customer_id NOT IN (SELECT customer_id FROM written WHERE NOT created)
+), linked_new AS ("""
+    + _links_insert("written_new", "ORDER BY w.customer_id, t.id, w.added_at, w.id")
+    + """
+), linked_old AS ("""
+    + _links_insert(
+        "written_old",
+        """WHERE w.customer_id NOT IN (SELECT customer_id FROM written_old WHERE NOT created)
     ORDER BY w.customer_id, t.id, w.added_at, w.id
-    ON CONFLICT (customer_id, tag_id) DO NOTHING
-    RETURNING customer_id, tag_id
+    ON CONFLICT (customer_id, tag_id) DO NOTHING""",
+    )
+    + """
+), linked AS (
+    SELECT * FROM linked_new UNION ALL SELECT * FROM linked_old
 )
 -- The follows written, then the links added (``id`` NULL).
 SELECT w.id, w.customer_id, w.created, src.deleted_before IS NOT NULL AS revived, NULL::bigint
