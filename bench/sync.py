@@ -5,8 +5,9 @@ process, HTTP calls, the time the simulator alone needs to serve the same pages 
 floor: a bare HTTP loop with no database), and the same for an unchanged re-sync, with a
 check that no duplicate row exists, and where the CPU went during each sync (this worker
 process, the simulator, and every PostgreSQL server process on this machine: with two
-cores, a sync is as fast as the sum allows). The simulator runs in its own process, as
-WeCom would.
+cores, a sync is as fast as the sum allows), with the server's buffer traffic (blocks
+read from outside its shared buffers, dirty buffers its backends wrote out, WAL,
+checkpoints). The simulator runs in its own process, as WeCom would.
 
 Usage: python -m bench.sync [--relationships 100000 --relationships 1000000] [--staff 200]
     [--server local|compose]
@@ -139,6 +140,61 @@ def _reset_tables() -> None:
         cur.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
 
 
+# The server's buffer traffic, as its statistics count it: blocks the database's tables
+# read from outside shared buffers (the OS cache or the disk), dirty buffers that
+# backends had to write out themselves to make room, checkpoints, and the WAL position.
+# When the tables a sync fills outgrow shared buffers, this is what grows faster than the
+# rows (README, "the round of 2026-12-07 (morning)"). PostgreSQL 17 moved the last two
+# counters to pg_stat_io and pg_stat_checkpointer.
+_BLOCKS_READ = """SELECT coalesce(sum(heap_blks_read + coalesce(idx_blks_read, 0)
+    + coalesce(toast_blks_read, 0) + coalesce(tidx_blks_read, 0)), 0)
+    FROM pg_statio_user_tables"""
+_WRITES_CHECKPOINTS = {
+    False: "SELECT buffers_backend, checkpoints_req + checkpoints_timed FROM pg_stat_bgwriter",
+    True: """SELECT (SELECT coalesce(sum(writes), 0) FROM pg_stat_io
+            WHERE backend_type = 'client backend'),
+        (SELECT num_requested + num_timed FROM pg_stat_checkpointer)""",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerIO:
+    blocks_read: int
+    backend_writes: int
+    checkpoints: int
+    wal_lsn: str
+
+    @classmethod
+    def now(cls) -> ServerIO:
+        from django.db import connection
+
+        with connection.cursor() as cur:
+            cur.execute(_BLOCKS_READ)
+            (blocks_read,) = cur.fetchone()
+            cur.execute("SELECT current_setting('server_version_num')::int >= 170000")
+            (pg17,) = cur.fetchone()
+            cur.execute(_WRITES_CHECKPOINTS[pg17])
+            writes, checkpoints = cur.fetchone()
+            cur.execute("SELECT pg_current_wal_lsn()::text")
+            (lsn,) = cur.fetchone()
+        return cls(int(blocks_read), int(writes), int(checkpoints), lsn)
+
+    def line_since(self, before: ServerIO) -> str:
+        from django.db import connection
+
+        with connection.cursor() as cur:
+            cur.execute(
+                "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)", [self.wal_lsn, before.wal_lsn]
+            )
+            (wal,) = cur.fetchone()
+        return (
+            f"server: {self.blocks_read - before.blocks_read:,} blocks read, "
+            f"{self.backend_writes - before.backend_writes:,} written by backends, "
+            f"{float(wal) / 2**30:.2f} GB of WAL, "
+            f"{self.checkpoints - before.checkpoints} checkpoints"
+        )
+
+
 @dataclasses.dataclass
 class Timed:
     run: Any
@@ -147,6 +203,8 @@ class Timed:
     worker_cpu: float
     simulator_cpu: float
     postgres_cpu: float
+    #: The server's buffer traffic during the sync (``ServerIO.line_since``).
+    server_io: str
 
     def cpu_line(self) -> str:
         return (
@@ -158,6 +216,7 @@ class Timed:
 def _sync(client: Any, simulator_pid: int) -> Timed:
     from channels.wecom.sync import SyncEngine, sync_run_start
 
+    io_before = ServerIO.now()
     before = (
         process_cpu_seconds(os.getpid()),
         process_cpu_seconds(simulator_pid),
@@ -166,13 +225,14 @@ def _sync(client: Any, simulator_pid: int) -> Timed:
     started = time.perf_counter()
     run = SyncEngine(sync_run_start(), client).execute()
     seconds = time.perf_counter() - started
-    return Timed(
-        run,
-        seconds,
+    cpu = (
         process_cpu_seconds(os.getpid()) - before[0],
         process_cpu_seconds(simulator_pid) - before[1],
         postgres_cpu_seconds() - before[2],
     )
+    # The writers' sessions report their statistics as they end, just before this.
+    time.sleep(1)
+    return Timed(run, seconds, *cpu, server_io=ServerIO.now().line_since(io_before))
 
 
 def bench(relationships: int, staff: int) -> dict[str, Any]:
@@ -216,6 +276,7 @@ def bench(relationships: int, staff: int) -> dict[str, Any]:
             f"peak RSS {_peak_rss_mb():.0f} MB"
         )
         print(f"           {timed.cpu_line()}")
+        print(f"           {timed.server_io}")
         timed2 = _sync(client, sim.proc.pid)
         again, seconds2 = timed2.run, timed2.seconds
         with connection.cursor() as cur:
@@ -233,6 +294,7 @@ def bench(relationships: int, staff: int) -> dict[str, Any]:
             f"(distinct {distinct_customers:,}), peak RSS {_peak_rss_mb():.0f} MB"
         )
         print(f"           {timed2.cpu_line()}")
+        print(f"           {timed2.server_io}")
         print(f"  after: {host_gauge()}")
         assert (again.created, again.updated, again.deleted) == (0, 0, 0)
         assert follows == distinct_follows == relationships
