@@ -267,16 +267,18 @@ _FOLLOWS_RETURNING = (
 )
 
 
-def _links_insert(written: str, tail: str) -> str:
-    """The tag links' INSERT of ``_FOLLOWS_UPSERT`` for the follows ``written``, then
-    ``tail`` (a filter and the conflict clause, if any)."""
+def _links_insert(written: str, where: str = "", on_conflict: str = "") -> str:
+    """The tag links' INSERT of ``_FOLLOWS_UPSERT`` for the follows ``written`` (those
+    ``where`` holds), each link recorded as put there by its earliest follow."""
     return f"""
     INSERT INTO {{customertag}} (customer_id, tag_id, staff_id, created_at)
     SELECT DISTINCT ON (w.customer_id, t.id) w.customer_id, t.id, w.staff_id, %(now)s
     FROM {written} w
     CROSS JOIN LATERAL jsonb_array_elements_text(w.tag_ids) AS e(tag_id)
     JOIN wecom_tag t ON t.id = e.tag_id::bigint
-    {tail}
+    {f"WHERE {where}" if where else ""}
+    ORDER BY w.customer_id, t.id, w.added_at, w.id
+    {on_conflict}
     RETURNING customer_id, tag_id"""
 
 
@@ -368,14 +370,13 @@ WITH wecom_tag AS MATERIALIZED (
 ), written AS (
     SELECT * FROM written_new UNION ALL SELECT * FROM written_old
 ), linked_new AS ("""
-    + _links_insert("written_new", "ORDER BY w.customer_id, t.id, w.added_at, w.id")
+    + _links_insert("written_new")
     + """
 ), linked_old AS ("""
     + _links_insert(
         "written_old",
-        """WHERE w.customer_id NOT IN (SELECT customer_id FROM written_old WHERE NOT created)
-    ORDER BY w.customer_id, t.id, w.added_at, w.id
-    ON CONFLICT (customer_id, tag_id) DO NOTHING""",
+        where="w.customer_id NOT IN (SELECT customer_id FROM written_old WHERE NOT created)",
+        on_conflict="ON CONFLICT (customer_id, tag_id) DO NOTHING",
     )
     + """
 ), linked AS (
