@@ -142,18 +142,23 @@ def _reset_tables() -> None:
 
 # The server's buffer traffic, as its statistics count it: blocks the database's tables
 # read from outside shared buffers (the OS cache or the disk), dirty buffers that
-# backends had to write out themselves to make room, checkpoints, and the WAL position.
-# When the tables a sync fills outgrow shared buffers, this is what grows faster than the
-# rows (README, "the round of 2026-12-07 (morning)"). PostgreSQL 17 moved the last two
-# counters to pg_stat_io and pg_stat_checkpointer.
-_BLOCKS_READ = """SELECT coalesce(sum(heap_blks_read + coalesce(idx_blks_read, 0)
-    + coalesce(toast_blks_read, 0) + coalesce(tidx_blks_read, 0)), 0)
-    FROM pg_statio_user_tables"""
+# backends had to write out themselves to make room, checkpoints, and WAL bytes written
+# since the cluster began. When the tables a sync fills outgrow shared buffers, this is
+# what grows faster than the rows (README, "the round of 2026-12-07 (morning)").
+# PostgreSQL 17 moved the backends' writes and the checkpoints to pg_stat_io and
+# pg_stat_checkpointer, hence one statement per version.
+_SERVER_IO = """SELECT
+    (SELECT coalesce(sum(heap_blks_read + coalesce(idx_blks_read, 0)
+        + coalesce(toast_blks_read, 0) + coalesce(tidx_blks_read, 0)), 0)
+        FROM pg_statio_user_tables),
+    {writes_checkpoints},
+    pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')"""
 _WRITES_CHECKPOINTS = {
-    False: "SELECT buffers_backend, checkpoints_req + checkpoints_timed FROM pg_stat_bgwriter",
-    True: """SELECT (SELECT coalesce(sum(writes), 0) FROM pg_stat_io
-            WHERE backend_type = 'client backend'),
-        (SELECT num_requested + num_timed FROM pg_stat_checkpointer)""",
+    False: """(SELECT buffers_backend FROM pg_stat_bgwriter),
+    (SELECT checkpoints_req + checkpoints_timed FROM pg_stat_bgwriter)""",
+    True: """(SELECT coalesce(sum(writes), 0) FROM pg_stat_io
+        WHERE backend_type = 'client backend'),
+    (SELECT num_requested + num_timed FROM pg_stat_checkpointer)""",
 }
 
 
@@ -162,35 +167,23 @@ class ServerIO:
     blocks_read: int
     backend_writes: int
     checkpoints: int
-    wal_lsn: str
+    wal_bytes: int
 
     @classmethod
     def now(cls) -> ServerIO:
         from django.db import connection
 
         with connection.cursor() as cur:
-            cur.execute(_BLOCKS_READ)
-            (blocks_read,) = cur.fetchone()
             cur.execute("SELECT current_setting('server_version_num')::int >= 170000")
             (pg17,) = cur.fetchone()
-            cur.execute(_WRITES_CHECKPOINTS[pg17])
-            writes, checkpoints = cur.fetchone()
-            cur.execute("SELECT pg_current_wal_lsn()::text")
-            (lsn,) = cur.fetchone()
-        return cls(int(blocks_read), int(writes), int(checkpoints), lsn)
+            cur.execute(_SERVER_IO.format(writes_checkpoints=_WRITES_CHECKPOINTS[pg17]))
+            return cls(*(int(value) for value in cur.fetchone()))
 
     def line_since(self, before: ServerIO) -> str:
-        from django.db import connection
-
-        with connection.cursor() as cur:
-            cur.execute(
-                "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)", [self.wal_lsn, before.wal_lsn]
-            )
-            (wal,) = cur.fetchone()
         return (
             f"server: {self.blocks_read - before.blocks_read:,} blocks read, "
             f"{self.backend_writes - before.backend_writes:,} written by backends, "
-            f"{float(wal) / 2**30:.2f} GB of WAL, "
+            f"{(self.wal_bytes - before.wal_bytes) / 2**30:.2f} GB of WAL, "
             f"{self.checkpoints - before.checkpoints} checkpoints"
         )
 
