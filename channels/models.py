@@ -183,6 +183,50 @@ class SyncSeenFollow(models.Model):
         return f"{self.run_id}:{self.follow_id}"
 
 
+class SyncStagedContact(models.Model):
+    """Scratch: the relationships a corp's first sync downloaded, held until the whole
+    listing is in so that they can be applied grouped by customer (see
+    ``channels.wecom.sync``, the ``apply`` phase). PostgreSQL only.
+
+    The columns are the set-based path's stage (``contacts_pg.STAGE_FIELDS`` after its
+    ``ord``), plus the run and the customer's ``bucket`` (the CRC-32 of its WeCom id,
+    ``sync.bucket_of``): the apply phase reads the rows a range of buckets at a time, so
+    every row of a customer comes in one chunk. The table is UNLOGGED (migration 0006):
+    the rows are written once and read once, and a server crash that empties it is
+    detected by the count the checkpoint keeps. No foreign key: the rows are checked when
+    they are applied."""
+
+    id = models.BigAutoField(primary_key=True)
+    run_id = models.BigIntegerField()
+    bucket = models.BigIntegerField()
+    external_userid = models.TextField()
+    name = models.TextField()
+    avatar = models.TextField()
+    gender = models.SmallIntegerField()
+    unionid = models.TextField()
+    staff_id = models.BigIntegerField()
+    userid = models.TextField()
+    added_at = models.DateTimeField()
+    remark = models.TextField()
+    description = models.TextField()
+    remark_mobiles = models.JSONField()
+    add_way = models.IntegerField()
+    state = models.TextField()
+    oper_userid = models.TextField()
+    tag_ids = models.JSONField()
+    source_channel_id = models.BigIntegerField(null=True)
+    referred_by_id = models.BigIntegerField(null=True)
+    sync_digest = models.TextField()
+
+    class Meta:
+        verbose_name = _("staged contact")
+        verbose_name_plural = _("staged contacts")
+        indexes = [models.Index(fields=["run_id", "bucket"], name="syncstaged_run_bucket")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}:{self.external_userid}"
+
+
 class EventStatus(models.TextChoices):
     PENDING = "pending", _("Pending")
     PROCESSING = "processing", _("Processing")

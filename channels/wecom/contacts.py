@@ -10,6 +10,7 @@ channel, a referral code sets ``referred_by``, and every follow keeps its own st
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import re
@@ -23,7 +24,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from channels.models import ChannelCode, SyncSeenFollow
+from channels.models import ChannelCode, SyncSeenFollow, SyncStagedContact
 from customers.models import Follow, Staff, Tag
 from customers.services import (
     ActivityInput,
@@ -40,6 +41,7 @@ from customers.services._bulk_sql import COPY_NULL, insert_rows
 from customers.services.contacts_pg import (
     STAGE_FIELDS,
     contact_follows_apply_copy,
+    contact_follows_apply_select,
     contact_follows_unchanged,
     copy_text,
 )
@@ -325,10 +327,17 @@ def _isoformat(value: datetime) -> str:
 _TABS = len(STAGE_FIELDS) - 1
 
 
-def _copy_lines(prepared: PreparedRows, skip: Container[int], directory: Directory) -> str:
+def _copy_lines(
+    prepared: PreparedRows,
+    skip: Container[int],
+    directory: Directory,
+    keys: Sequence[str] | None = None,
+) -> str:
     """The stage's COPY text for the rows not in ``skip`` (positions), built straight from
     the rows: no intermediate object per row, and one check per line for characters to
-    escape instead of one per field (most rows have none)."""
+    escape instead of one per field (most rows have none). Each line starts with the
+    row's position (the stage's ``ord``), or with its entry in ``keys``: fields written
+    as they are, which hold no tab to count nor backslash."""
     codes, tags = directory.codes, directory.tags
     rows, digests, staff_ids = prepared.rows, prepared.digests, prepared.staff_ids
     # A flush's rows share few sets of tags and few states: their text once for each.
@@ -353,18 +362,25 @@ def _copy_lines(prepared: PreparedRows, skip: Container[int], directory: Directo
                 (channel + referrer).count("\\"),
             )
         mobiles = _json_strings(r.remark_mobiles) if r.remark_mobiles else "[]"
-        line = _stage_line(i, r, staff_ids[i], mobiles, tag_text, code_text[0], digests[i])
+        key = str(i) if keys is None else keys[i]
+        line = _stage_line(key, r, staff_ids[i], mobiles, tag_text, code_text[0], digests[i])
         # The fields that are not text (numbers, the time, the tags' and the channel's
         # ids, their \N) hold none of COPY's special characters but the \N's backslash:
         # one look at the line tells whether a text field holds one.
         if (
             "\n" in line
             or "\r" in line
-            or line.count("\t") != _TABS
+            or line.count("\t") != _TABS + key.count("\t")
             or line.count("\\") != code_text[1]
         ):
             line = _stage_line(
-                i, _escaped(r), staff_ids[i], copy_text(mobiles), tag_text, code_text[0], digests[i]
+                key,
+                _escaped(r),
+                staff_ids[i],
+                copy_text(mobiles),
+                tag_text,
+                code_text[0],
+                digests[i],
             )
         lines.append(line)
         lines.append("\n")
@@ -388,12 +404,12 @@ def _escaped(r: ContactRow) -> ContactRow:
 
 
 def _stage_line(
-    i: int, r: ContactRow, staff_id: int, mobiles: str, tag_text: str, code_text: str, digest: str
+    key: str, r: ContactRow, staff_id: int, mobiles: str, tag_text: str, code_text: str, digest: str
 ) -> str:
     """A stage line in the order of STAGE_FIELDS (without its newline), from the row's
     fields as they are: the caller escapes them when they need it."""
     return (
-        f"{i}\t{r.external_userid}\t{r.name}\t{r.avatar}\t{r.gender}\t{r.unionid}"
+        f"{key}\t{r.external_userid}\t{r.name}\t{r.avatar}\t{r.gender}\t{r.unionid}"
         f"\t{staff_id}\t{r.userid}\t{_isoformat(r.added_at)}\t{r.remark}"
         f"\t{r.description}\t{mobiles}\t{r.add_way}\t{r.state}\t{r.oper_userid}"
         f"\t{tag_text}\t{code_text}\t{digest}"
@@ -443,6 +459,82 @@ def contacts_apply_prepared(
         _seen_record(run_id, set(unchanged.values()))
     result.follow_ids = [*unchanged.values(), *result.follow_ids]
     return result
+
+
+# --- a first sync's two passes (PostgreSQL) ------------------------------------------
+#
+# A corp's first sync downloads every relationship into SyncStagedContact, then applies
+# them a range of buckets (customers) at a time: each customer is written once, with all
+# its follows, instead of once per page that lists one of its followers. See
+# channels.wecom.sync, the "apply" phase.
+
+_STAGED_FIELDS = STAGE_FIELDS[1:]  # without ord, which the apply numbers anew
+
+# The chunk's rows for contact_follows_apply_select: a pair staged twice (a download
+# resumed after a kill re-reads the pages after its checkpoint) counts once, its latest
+# copy. Numbered in the customers' order so that their ids follow it; "C" because any
+# order that groups a customer's rows will do, and the bytes' is the cheapest.
+_STAGED_SELECT = """
+SELECT row_number() OVER (ORDER BY external_userid COLLATE "C", seq) - 1, {fields}
+FROM (
+    SELECT DISTINCT ON (external_userid COLLATE "C", staff_id) id AS seq, {fields}
+    FROM {staged}
+    WHERE run_id = %(run_id)s AND bucket >= %(low)s AND bucket < %(high)s
+    ORDER BY external_userid COLLATE "C", staff_id, id DESC
+) latest
+"""
+
+
+def _staged_table() -> str:
+    return connection.ops.quote_name(SyncStagedContact._meta.db_table)
+
+
+def contacts_stage_prepared(
+    *, prepared: PreparedRows, directory: Directory, run_id: int, buckets: Sequence[int]
+) -> ApplyResult:
+    """Stage the rows (their ``buckets``, position by position) for ``run_id``'s apply
+    phase, in one COPY. Counts them as read; nothing is created yet."""
+    result = ApplyResult(relationships=len(prepared.rows))
+    if not prepared.rows:
+        return result
+    lines = _copy_lines(prepared, (), directory, [f"{run_id}\t{b}" for b in buckets])
+    columns = ", ".join(("run_id", "bucket", *_STAGED_FIELDS))
+    with connection.cursor() as wrapper, connection.wrap_database_errors:
+        wrapper.cursor.copy_expert(
+            f"COPY {_staged_table()} ({columns}) FROM STDIN", io.StringIO(lines)
+        )
+    return result
+
+
+@transaction.atomic
+def contacts_apply_staged(
+    *, run_id: int, buckets: tuple[int, int], record_added: bool = True
+) -> ApplyResult:
+    """Apply the rows ``run_id`` staged in the buckets ``[low, high)``: every row of their
+    customers, through the set-based path. ``relationships`` stays 0: the download
+    counted them."""
+    low, high = buckets
+    applied = contact_follows_apply_select(
+        select=_STAGED_SELECT.format(fields=", ".join(_STAGED_FIELDS), staged=_staged_table()),
+        params={"run_id": run_id, "low": low, "high": high},
+        record_added=record_added,
+    )
+    return ApplyResult(
+        created=applied.customers_created + applied.follows_created,
+        updated=applied.customers_updated + applied.follows_updated,
+        follow_ids=applied.follow_ids,
+    )
+
+
+def contacts_staged_count(*, run_id: int) -> int:
+    return SyncStagedContact.objects.filter(run_id=run_id).count()
+
+
+def contacts_staged_clear() -> None:
+    """Drop every staged row. Only the running sync stages (there is one at most), so
+    the rows of any other run are an abandoned run's."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {_staged_table()}")
 
 
 @transaction.atomic

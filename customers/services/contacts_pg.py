@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -465,7 +465,7 @@ FROM {_STAGE}
 """
 
 
-def _stage(cursor: Any, lines: str) -> None:
+def _stage(cursor: Any, fill: Callable[[Any], None]) -> None:
     columns = ", ".join(f"{name} {kind}" for name, kind in _STAGE_COLUMNS)
     # Created once per connection; ON COMMIT DELETE ROWS empties them with each flush.
     cursor.execute(
@@ -476,7 +476,16 @@ def _stage(cursor: Any, lines: str) -> None:
     )
     # A caller may apply twice within one transaction (tests, nested atomic blocks).
     cursor.execute(f"TRUNCATE {_STAGE}, {_CUSTOMER_IDS}")
-    cursor.copy_expert(f"COPY {_STAGE} ({', '.join(STAGE_FIELDS)}) FROM STDIN", io.StringIO(lines))
+    fill(cursor)
+
+
+def _copy_fill(lines: str) -> Callable[[Any], None]:
+    def fill(cursor: Any) -> None:
+        cursor.copy_expert(
+            f"COPY {_STAGE} ({', '.join(STAGE_FIELDS)}) FROM STDIN", io.StringIO(lines)
+        )
+
+    return fill
 
 
 # Pairs whose active follow already carries the row's digest: the row was applied
@@ -547,11 +556,30 @@ def contact_follows_apply_copy(*, lines: str, record_added: bool = True) -> Cont
     """``contact_follows_apply_pg`` for rows already in COPY's text format, one line per
     row with the ``STAGE_FIELDS`` (callers that hold rows in another shape build the text
     once, without an intermediate object per row)."""
-    result = ContactFollowsResult()
     if not lines:
-        return result
+        return ContactFollowsResult()
+    return _apply(_copy_fill(lines), record_added=record_added)
+
+
+@transaction.atomic
+def contact_follows_apply_select(
+    *, select: str, params: dict[str, Any], record_added: bool = True
+) -> ContactFollowsResult:
+    """``contact_follows_apply_pg`` for rows the server already holds: ``select`` (with
+    ``params``) yields the ``STAGE_FIELDS`` in order, ``ord`` first. The rows never travel
+    through Python (a sync's first load applies what it staged this way)."""
+
+    def fill(cursor: Any) -> None:
+        cursor.execute(f"INSERT INTO {_STAGE} ({', '.join(STAGE_FIELDS)}) {select}", params)
+
+    return _apply(fill, record_added=record_added)
+
+
+def _apply(fill: Callable[[Any], None], *, record_added: bool) -> ContactFollowsResult:
+    """The statements of the module's docstring over the stage ``fill`` puts in."""
+    result = ContactFollowsResult()
     if connection.vendor != "postgresql":
-        raise NotSupportedError("contact_follows_apply_copy needs PostgreSQL")
+        raise NotSupportedError("the set-based contacts path needs PostgreSQL")
     tables = _tables()
     now = timezone.now()
     with connection.cursor() as wrapper, connection.wrap_database_errors:
@@ -568,7 +596,7 @@ def contact_follows_apply_copy(*, lines: str, record_added: bool = True) -> Cont
             "set_config('random_page_cost', '1.1', true)"
         )
         random_page_cost = cursor.fetchone()[0]
-        _stage(cursor, lines)
+        _stage(cursor, fill)
 
         # The foreign keys of the rows written below are checked once per parent row
         # (``_key_checks``) instead of per row. Every customer the follows, tag links and

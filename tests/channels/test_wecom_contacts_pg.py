@@ -5,6 +5,7 @@ natural keys (ids differ: sequences do not roll back)."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ import pytest
 from django.db import connection, transaction
 
 from channels.models import Channel, ChannelCode, SyncRun
-from channels.wecom import contacts
+from channels.wecom import contacts, sync
 from channels.wecom.contacts import ContactRow, Directory, contacts_apply
 from channels.wecom.simulator import Simulator
 from channels.wecom.sync import SyncEngine, sync_run_start
@@ -258,7 +259,11 @@ def test_hand_made_rows_give_the_same_rows_by_both_paths(monkeypatch) -> None:
 # --- a full sync against the simulator, then changes in WeCom ----------------------------
 
 
-def sync_scenario() -> list[tuple[int, int, int, int]]:
+def sync_scenario(
+    first_flush_rows: int = 170, stage_first_load: bool = False
+) -> list[tuple[int, int, int, int]]:
+    """A first sync, a sync of changes, an unchanged one. The first sync's flushes hold
+    ``first_flush_rows``; ``stage_first_load`` lets it take two passes."""
     with Simulator(contacts=150, staff=6, seed=11) as sim:
         client = sim_client(sim)
         poster = Channel.objects.create(name="poster")
@@ -272,7 +277,7 @@ def sync_scenario() -> list[tuple[int, int, int, int]]:
             done = SyncEngine(sync_run_start(), client, retry_delays=(0.01,), **options).execute()
             return done.relationships, done.created, done.updated, done.deleted
 
-        figures = [run(flush_rows=170)]
+        figures = [run(flush_rows=first_flush_rows, stage_first_load=stage_first_load)]
         pairs = sorted(sim.relationships())
         tag_ids = sorted(t for t in Tag.objects.values_list("wecom_tag_id", flat=True) if t)
         for external_userid, userid in pairs[:10]:
@@ -289,7 +294,48 @@ def sync_scenario() -> list[tuple[int, int, int, int]]:
 
 
 def test_a_sync_and_a_resync_give_the_same_rows_by_both_paths(monkeypatch) -> None:
+    # One pass each: the portable path stages nothing.
     reference, set_based = both_paths(monkeypatch, sync_scenario)
     assert reference["returned"][2][1:] == (0, 0, 0)
     assert set_based["rows"]["activities"], "deletions are on the timeline"
     assert_same(reference, set_based)
+
+
+def test_a_first_sync_in_two_passes_writes_what_one_pass_over_every_row_writes(
+    monkeypatch,
+) -> None:
+    """The two passes (small flushes, so several downloads' parts and chunks) against one
+    pass whose single flush holds every row: the one-pass result that depends on no page
+    boundary. (With smaller flushes, one pass gives a customer the owner who added them
+    first among the rows of the first flush that lists them, not the first of all.)"""
+    chunks: list[tuple[int, int]] = []
+    apply_staged = contacts.contacts_apply_staged
+
+    def spy(**kwargs: Any) -> Any:
+        chunks.append(kwargs["buckets"])
+        return apply_staged(**kwargs)
+
+    monkeypatch.setattr(contacts, "contacts_apply_staged", spy)
+    outcomes = []
+    for options in ({"first_flush_rows": 10**6}, {"first_flush_rows": 60, "stage_first_load": True}):
+        staged_at_start = list(contacts.SyncStagedContact.objects.values_list("id", flat=True))
+        try:
+            with transaction.atomic():
+                returned = sync_scenario(**options)
+                outcomes.append({"rows": snapshot(), "returned": returned, "announced": []})
+                assert not contacts.SyncStagedContact.objects.exists()
+                raise _Rollback
+        except _Rollback:
+            pass
+        assert staged_at_start == []
+    one_pass, two_passes = outcomes
+    # Only the first sync of the second scenario took two passes, in several chunks
+    # that cover every bucket.
+    assert len(chunks) > 3
+    assert chunks[0][0] == 0 and chunks[-1][1] == sync.BUCKETS
+    assert all(low == high for (_l, low), (high, _h) in itertools.pairwise(chunks))
+    # Every customer and follow created once, none written twice.
+    relationships, created, updated, _deleted = two_passes["returned"][0]
+    assert created == len(two_passes["rows"]["customers"]) - 1 + relationships
+    assert updated == 0
+    assert_same(one_pass, two_passes)
