@@ -198,6 +198,8 @@ class Timed:
     postgres_cpu: float
     #: The server's buffer traffic during the sync (``ServerIO.line_since``).
     server_io: str
+    #: The two passes' split of the time (a first sync) and the rate limit's waits.
+    phases: str
 
     def cpu_line(self) -> str:
         return (
@@ -215,9 +217,17 @@ def _sync(client: Any, simulator_pid: int) -> Timed:
         process_cpu_seconds(simulator_pid),
         postgres_cpu_seconds(),
     )
+    # When each phase was last seen after a write: where the download ends.
+    phases: dict[str, float] = {}
+
+    def note(run: Any) -> None:
+        phases[run.checkpoint.get("phase", "")] = time.perf_counter()
+
+    waited = client.limiter.waited
     started = time.perf_counter()
-    run = SyncEngine(sync_run_start(), client).execute()
+    run = SyncEngine(sync_run_start(), client, after_flush=note).execute()
     seconds = time.perf_counter() - started
+    waited = client.limiter.waited - waited
     cpu = (
         process_cpu_seconds(os.getpid()) - before[0],
         process_cpu_seconds(simulator_pid) - before[1],
@@ -225,7 +235,18 @@ def _sync(client: Any, simulator_pid: int) -> Timed:
     )
     # The writers' sessions report their statistics as they end, just before this.
     time.sleep(1)
-    return Timed(run, seconds, *cpu, server_io=ServerIO.now().line_since(io_before))
+    if "apply" in phases:
+        download = phases["contacts"] - started
+        split = f"download {download:.1f} s, apply {seconds - download:.1f} s"
+    else:
+        split = "one pass"
+    return Timed(
+        run,
+        seconds,
+        *cpu,
+        server_io=ServerIO.now().line_since(io_before),
+        phases=f"{split}; the client's rate limit waited {waited:.1f} s",
+    )
 
 
 def bench(relationships: int, staff: int) -> dict[str, Any]:
@@ -270,6 +291,7 @@ def bench(relationships: int, staff: int) -> dict[str, Any]:
         )
         print(f"           {timed.cpu_line()}")
         print(f"           {timed.server_io}")
+        print(f"           {timed.phases}")
         timed2 = _sync(client, sim.proc.pid)
         again, seconds2 = timed2.run, timed2.seconds
         with connection.cursor() as cur:
@@ -288,6 +310,7 @@ def bench(relationships: int, staff: int) -> dict[str, Any]:
         )
         print(f"           {timed2.cpu_line()}")
         print(f"           {timed2.server_io}")
+        print(f"           {timed2.phases}")
         print(f"  after: {host_gauge()}")
         assert (again.created, again.updated, again.deleted) == (0, 0, 0)
         assert follows == distinct_follows == relationships

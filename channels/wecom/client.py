@@ -168,6 +168,8 @@ class RateLimiter:
         self.cache = store
         self.prefix = f"{config.key_prefix}:rl"
         self._local = threading.BoundedSemaphore(config.max_in_flight)
+        #: Seconds this limiter has made callers wait for a minute's budget.
+        self.waited = 0.0
 
     def _count(self, key: str, timeout: int) -> int:
         self.cache.add(key, 0, timeout=timeout)
@@ -192,6 +194,7 @@ class RateLimiter:
             wait = 60 - (now % 60)
             logger.warning("WeCom %s over %s/min; waiting %.1fs", path, per_minute, wait)
             time.sleep(wait + 0.01)
+            self.waited += wait + 0.01
 
     @contextlib.contextmanager
     def slot(self, path: str) -> Iterator[None]:

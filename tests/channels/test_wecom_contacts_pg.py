@@ -317,7 +317,10 @@ def test_a_first_sync_in_two_passes_writes_what_one_pass_over_every_row_writes(
 
     monkeypatch.setattr(contacts, "contacts_apply_staged", spy)
     outcomes = []
-    for options in ({"first_flush_rows": 10**6}, {"first_flush_rows": 60, "stage_first_load": True}):
+    for options in (
+        {"first_flush_rows": 10**6},
+        {"first_flush_rows": 60, "stage_first_load": True},
+    ):
         staged_at_start = list(contacts.SyncStagedContact.objects.values_list("id", flat=True))
         try:
             with transaction.atomic():

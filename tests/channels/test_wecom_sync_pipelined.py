@@ -1,7 +1,7 @@
-"""The sync's behaviour again, outside a test transaction on PostgreSQL: there flushes are
-written by the writer thread on its own connection while the next one is prepared
-(``SyncEngine._pipelined``), a path the transactional tests of test_wecom_sync.py cannot
-take (the writer could not see their uncommitted rows)."""
+"""The sync's behaviour again, outside a test transaction on PostgreSQL: there flushes (and
+a first sync's chunks) are written by the writer threads on their own connections while
+the next one is prepared (``SyncEngine._pipelined``), a path the transactional tests of
+test_wecom_sync.py cannot take (the writers could not see their uncommitted rows)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,15 @@ from tests.channels.test_wecom_sync import (  # noqa: F401  (fixtures and tests,
     test_tag_changes_are_mirrored,
     test_unchanged_resync_writes_nothing,
     wecom_pairs,
+)
+from tests.channels.test_wecom_sync_two_pass import (  # noqa: F401  (run here too)
+    test_a_failed_run_leaves_no_staged_row,
+    test_a_first_sync_stages_then_applies_by_chunk,
+    test_a_later_sync_takes_one_pass,
+    test_a_new_run_clears_what_an_abandoned_run_staged,
+    test_a_run_killed_while_applying_applies_only_the_chunks_not_done,
+    test_a_run_killed_while_downloading_resumes_the_download,
+    test_staged_rows_a_server_crash_emptied_are_downloaded_again,
 )
 
 pytestmark = [
