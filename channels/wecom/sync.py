@@ -3,18 +3,25 @@
 
 Exact, fast, resumable and honest:
 
+Phases: ``staff``, ``tags``, ``contacts`` (the pages), ``apply`` (a corp's first sync on
+PostgreSQL only, see below), ``sweep``.
+
 * **Exact.** Every page goes through ``contacts.contacts_apply`` (the callbacks' path
-  too). Follows that WeCom no longer lists are marked deleted only after a complete pass
-  (the ``sweep`` phase), never because a run died half-way.
+  too), or the same set-based statements. Follows that WeCom no longer lists are marked
+  deleted only after a complete pass (the ``sweep`` phase), never because a run died
+  half-way.
 * **Fast, bounded memory.** Pages stream: a fetch thread reads the next pages while the
-  main thread prepares the current buffer (5,000 rows); on PostgreSQL the buffer is split
-  by customer between ``WECOM_SYNC_WRITERS`` writer threads, each applying its part on its
-  own connection (one server process each, so the database work uses every core). Nothing
-  holds more than a few pages and a flush per writer.
+  main thread prepares the current buffer (``FLUSH_ROWS``); on PostgreSQL the buffer is
+  split by customer between ``WECOM_SYNC_WRITERS`` writer threads, each applying its part
+  on its own connection (one server process each, so the database work uses every core).
+  Nothing holds more than a few pages and a flush per writer. A corp's first sync on
+  PostgreSQL takes two passes: the ``contacts`` phase only stages the rows in the
+  database, and the ``apply`` phase writes them a chunk of customers at a time, each
+  customer once with all its follows (``_apply_phase`` says why).
 * **Resumable.** The checkpoint (phase, batch of userids, page, cursor) is committed in the
   same transaction as the rows it covers, one position per writer's part, so a killed
   worker's successor resumes after the last page every part committed, and re-reading a
-  page is harmless (idempotent writes).
+  page is harmless (idempotent writes). The apply phase records each chunk it commits.
 * **Honest.** Each run is a ``SyncRun`` row: pages, HTTP calls, created / updated /
   deleted counts, errors, and the reconciliation of our active follows against WeCom's.
 """
@@ -28,9 +35,7 @@ import queue
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,21 +43,32 @@ from django.conf import settings
 from django.db import (
     DatabaseError,
     IntegrityError,
-    OperationalError,
     connection,
-    connections,
     transaction,
 )
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 from django.db.models.functions import Greatest
 from django.utils import timezone
-from psycopg2.extensions import TransactionRollbackError
 
 from channels.models import SyncRun, SyncSeenFollow, SyncStatus
 from channels.wecom import contacts
 from channels.wecom.client import WeComClient, get_client
 from channels.wecom.contacts import ContactRow, Directory, contacts_apply, rows_from_batch
 from channels.wecom.errors import WeComError, WeComTransientError
+from channels.wecom.sync_progress import (
+    Advance,
+    Page,
+    Position,
+    Writer,
+    advance_chunk,
+    advance_download,
+    bucket_of,
+    carried,
+    chunk_buckets,
+    part_of,
+    resume_position,
+    writers_close,
+)
 from customers.models import Customer, CustomerTag, Follow
 from customers.services import (
     corp_tags_mirror,
@@ -78,62 +94,6 @@ ANALYZE_UNTIL = 100_000
 
 class LeaseLost(Exception):
     """Another worker took over this run (ours stopped beating); stop without writing."""
-
-
-@dataclass
-class Page:
-    batch: int
-    #: The page's number within its batch (0 first): cursors are opaque, numbers order.
-    number: int
-    next_cursor: str
-    rows: list[ContactRow]
-
-    def after(self) -> Position:
-        """Where a successor resumes once this page is committed."""
-        if self.next_cursor:
-            return Position(self.batch, self.number + 1, self.next_cursor)
-        return Position(self.batch + 1, 0, "")
-
-
-@dataclass(frozen=True, order=True)
-class Position:
-    """A place in the contacts phase: batch of userids, page within it, its cursor.
-    Ordered by (batch, page); the cursor is what the API needs to continue from there."""
-
-    batch: int
-    page: int
-    cursor: str = field(compare=False)
-
-
-def resume_position(checkpoint: dict[str, Any]) -> Position:
-    """Where the contacts phase resumes: the earliest position any writer's part has
-    committed up to (every part committed everything before it), or the phase's start.
-    A checkpoint of an earlier version holds one ``batch`` / ``cursor``."""
-    parts = checkpoint.get("parts") or {}
-    if parts:
-        return min(Position(int(b), int(n), str(c)) for b, n, c in parts.values())
-    return Position(int(checkpoint.get("batch", 0)), 0, str(checkpoint.get("cursor", "")))
-
-
-def bucket_of(external_userid: str) -> int:
-    """A customer's bucket, in [0, BUCKETS): where a first sync stages its rows, and which
-    range of buckets (chunk) applies them."""
-    return zlib.crc32(external_userid.encode())
-
-
-BUCKETS = 1 << 32
-
-
-def part_of(external_userid: str, parts: int) -> int:
-    """The writer's part a customer's rows go to: the same for every row of a customer, so
-    that two writers never write one customer (nor its follows, tags or milestones)."""
-    return bucket_of(external_userid) % parts
-
-
-def chunk_buckets(chunk: int, chunks: int) -> tuple[int, int]:
-    """The buckets ``[low, high)`` of the apply phase's chunk ``chunk`` of ``chunks``: even
-    ranges of a uniform hash, so even shares of the customers."""
-    return chunk * BUCKETS // chunks, (chunk + 1) * BUCKETS // chunks
 
 
 def sync_run_start() -> SyncRun:
@@ -385,7 +345,7 @@ class SyncEngine:
             checkpoint["staged"] = 0
         position = resume_position(checkpoint)
         writers = (
-            [_Writer(f"wecom-sync-{self.run.pk}-writer{k}") for k in range(self.writers)]
+            [Writer(f"wecom-sync-{self.run.pk}-writer{k}") for k in range(self.writers)]
             if self._pipelined()
             else []
         )
@@ -424,7 +384,10 @@ class SyncEngine:
             else:
                 apply = functools.partial(contacts_apply, **self._apply_args(rows))
             return functools.partial(
-                self._write, functools.partial(_download_at, part, position, two_pass), pages, apply
+                self._write,
+                functools.partial(advance_download, part, position, two_pass),
+                pages,
+                apply,
             )
 
         def flush() -> None:
@@ -459,22 +422,22 @@ class SyncEngine:
                 writer.close()  # its own error, if any, is secondary to this one
             raise
         # Every submitted part commits (or fails) before the phase ends.
-        _close(writers)
+        writers_close(writers)
         if two_pass:
             with self._progress_lock:
                 staged = int(self.run.checkpoint.get("staged", 0))
-            # As many chunks as the download had parts of flushes: the same rows per
-            # statement.
-            per_chunk = max(self.flush_rows // max(len(writers), 1), 1)
+            # A flush's rows per chunk. At a million, 7,500 (a writer's part of a flush)
+            # took 30.7 to 32.6 s and 15,000 took 26.9 to 32.4 s (alternate runs of
+            # the apply phase alone); a chunk's sorts grow with it, so no larger.
             checkpoint = {
-                **_kept(checkpoint),
+                **carried(checkpoint),
                 "phase": "apply",
                 "staged": staged,
-                "chunks": max(-(-staged // per_chunk), 1),
+                "chunks": max(-(-staged // self.flush_rows), 1),
                 "done": [],
             }
         else:
-            checkpoint = {**_kept(checkpoint), "phase": "sweep", "batch": position.batch}
+            checkpoint = {**carried(checkpoint), "phase": "sweep", "batch": position.batch}
         with transaction.atomic():
             self._save(checkpoint=checkpoint)
         return checkpoint
@@ -503,7 +466,7 @@ class SyncEngine:
                 staged,
                 checkpoint["staged"],
             )
-            checkpoint = {**_kept(checkpoint), "phase": "contacts", "parts": {}}
+            checkpoint = {**carried(checkpoint), "phase": "contacts", "parts": {}}
             with transaction.atomic():
                 self._save(checkpoint=checkpoint)
             return checkpoint
@@ -514,7 +477,7 @@ class SyncEngine:
         done = set(checkpoint["done"])
         pending = [chunk for chunk in range(chunks) if chunk not in done]
         writers = (
-            [_Writer(f"wecom-sync-{self.run.pk}-writer{k}", backlog=0) for k in range(self.writers)]
+            [Writer(f"wecom-sync-{self.run.pk}-writer{k}", backlog=0) for k in range(self.writers)]
             if self._pipelined()
             else []
         )
@@ -526,7 +489,9 @@ class SyncEngine:
                     buckets=chunk_buckets(chunk, chunks),
                     record_added=self.record_added,
                 )
-                job = functools.partial(self._write, functools.partial(_applied, chunk), 0, apply)
+                job = functools.partial(
+                    self._write, functools.partial(advance_chunk, chunk), 0, apply
+                )
                 if writers:
                     writers[n % len(writers)].submit(job)
                 else:
@@ -535,8 +500,8 @@ class SyncEngine:
             for writer in writers:
                 writer.close()
             raise
-        _close(writers)
-        checkpoint = {**_kept(checkpoint), "phase": "sweep"}
+        writers_close(writers)
+        checkpoint = {**carried(checkpoint), "phase": "sweep"}
         with transaction.atomic():
             contacts.contacts_staged_clear()
             self._save(checkpoint=checkpoint)
@@ -550,7 +515,7 @@ class SyncEngine:
             "record_added": self.record_added,
         }
 
-    def _write(self, advance: _Advance, pages: int, apply: Callable[[], Any]) -> None:
+    def _write(self, advance: Advance, pages: int, apply: Callable[[], Any]) -> None:
         """One part of a flush (or one chunk): its rows and its progress, in one
         transaction. ``advance`` moves the checkpoint past them."""
         outermost = not connection.in_atomic_block
@@ -575,7 +540,7 @@ class SyncEngine:
         if self.after_flush:
             self.after_flush(self.run)
 
-    def _record(self, advance: _Advance, pages: int, applied: Any) -> Callable[[], None]:
+    def _record(self, advance: Advance, pages: int, applied: Any) -> Callable[[], None]:
         """Move the checkpoint with ``advance`` and add the figures, under our lease.
         Writers commit in any order, so the figures are added in SQL and each writer's
         advance touches only its own part of the checkpoint. Returns what brings
@@ -603,7 +568,7 @@ class SyncEngine:
         )
         return functools.partial(self._tally, advance, pages, applied, calls)
 
-    def _tally(self, advance: _Advance, pages: int, applied: Any, calls: int) -> None:
+    def _tally(self, advance: Advance, pages: int, applied: Any, calls: int) -> None:
         with self._progress_lock:
             run = self.run
             run.checkpoint = advance(dict(run.checkpoint), applied)
@@ -703,42 +668,7 @@ class SyncEngine:
         return {"phase": "done"}
 
 
-#: Tries of a write that PostgreSQL rolled back for a deadlock or a serialization failure
-#: (SQLSTATE class 40: the transaction was rolled back whole, running it again is safe).
-#: Two writers write disjoint customers, but a referrer's milestones can still be wanted
-#: by both at once.
-_WRITE_ATTEMPTS = 3
-
-
-#: Moves a checkpoint (a copy, changed in place and returned) past a write that applied
-#: what it was given (an ``ApplyResult``).
-_Advance = Callable[[dict[str, Any], Any], dict[str, Any]]
-
 _first = operator.itemgetter(0)
-
-
-def _download_at(
-    part: int, position: Position, staged: bool, checkpoint: dict[str, Any], applied: Any
-) -> dict[str, Any]:
-    """The contacts phase's advance: ``part`` has committed what comes before
-    ``position``, and (``staged``) staged ``applied.relationships`` more rows."""
-    parts = checkpoint.get("parts") or {}
-    checkpoint["parts"] = {**parts, str(part): [position.batch, position.page, position.cursor]}
-    if staged:
-        checkpoint["staged"] = int(checkpoint.get("staged", 0)) + applied.relationships
-    return checkpoint
-
-
-def _applied(chunk: int, checkpoint: dict[str, Any], applied: Any) -> dict[str, Any]:
-    """The apply phase's advance: ``chunk`` is written."""
-    checkpoint["done"] = sorted({*checkpoint.get("done", ()), chunk})
-    return checkpoint
-
-
-def _kept(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """What the checkpoint of the contacts carries from one phase to the next."""
-    keys = ("userids", "since", "first_load", "two_pass")
-    return {key: checkpoint[key] for key in keys if key in checkpoint}
 
 
 def _wecom_follows() -> QuerySet[Follow]:
@@ -746,68 +676,6 @@ def _wecom_follows() -> QuerySet[Follow]:
     return Follow.objects.filter(
         staff__wecom_userid__isnull=False, customer__external_userid__isnull=False
     )
-
-
-class _Writer:
-    """A thread that runs submitted writes one at a time, in order, on its own database
-    connection. ``submit`` waits while one write is queued, so at most two flushes are in
-    memory beyond the page buffer. A write that lost a deadlock is run again; any other
-    error stops the writer for good: the writes queued behind it are dropped (a later
-    flush must never commit, and move the checkpoint, past one that failed), and the
-    error is raised by the next ``submit`` or returned by ``close``."""
-
-    def __init__(self, name: str, *, backlog: int = 1) -> None:
-        # backlog=0: no bound, for jobs that hold no rows (the apply phase's chunks).
-        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=backlog)
-        self._error: BaseException | None = None
-        self._failed = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while (job := self._jobs.get()) is not None:
-                if self._failed:
-                    continue
-                try:
-                    self._attempt(job)
-                except BaseException as exc:  # raised in the submitting thread
-                    self._error, self._failed = exc, True
-        finally:
-            connections.close_all()  # this thread's connections only
-
-    @staticmethod
-    def _attempt(job: Callable[[], None]) -> None:
-        for attempt in range(1, _WRITE_ATTEMPTS + 1):
-            try:
-                job()
-                return
-            except OperationalError as exc:
-                if not isinstance(exc.__cause__, TransactionRollbackError):
-                    raise
-                if attempt == _WRITE_ATTEMPTS:
-                    raise
-                logger.warning("sync write rolled back, running it again: %s", exc)
-
-    def submit(self, job: Callable[[], None]) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        self._jobs.put(job)
-
-    def close(self) -> BaseException | None:
-        """Wait for the queued writes; the error that stopped the writer, if one did."""
-        self._jobs.put(None)
-        self._thread.join()
-        error, self._error = self._error, None
-        return error
-
-
-def _close(writers: list[_Writer]) -> None:
-    """Wait for every writer's queued writes; raise the first error that stopped one."""
-    errors = [writer.close() for writer in writers]
-    if error := next((e for e in errors if e is not None), None):
-        raise error
 
 
 def sync_run_execute(*, run_id: int, client: WeComClient | None = None, **options: Any) -> SyncRun:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg2.errors
 from django.db import OperationalError
 
-from channels.wecom.sync import Position, _Writer, part_of, resume_position
+from channels.wecom.sync_progress import Position, Writer, part_of, resume_position
 
 
 def test_a_run_resumes_after_the_last_page_every_part_committed() -> None:
@@ -56,7 +56,7 @@ def test_a_write_that_lost_a_deadlock_runs_again() -> None:
         if len(calls) == 1:
             raise _deadlock()
 
-    writer = _Writer("test-writer")
+    writer = Writer("test-writer")
     writer.submit(job)
     assert writer.close() is None
     assert len(calls) == 2
@@ -70,7 +70,7 @@ def test_a_write_that_keeps_losing_fails_and_stops_the_writer() -> None:
         attempts.append(1)
         raise _deadlock()
 
-    writer = _Writer("test-writer")
+    writer = Writer("test-writer")
     writer.submit(job)
     writer.submit(lambda: later.append(1))
     error = writer.close()
@@ -87,7 +87,7 @@ def test_another_error_is_not_retried() -> None:
         attempts.append(1)
         raise ValueError("bad row")
 
-    writer = _Writer("test-writer")
+    writer = Writer("test-writer")
     writer.submit(job)
     assert isinstance(writer.close(), ValueError)
     assert attempts == [1]
