@@ -5,9 +5,14 @@ from django.db import migrations, models
 
 def unlogged(apps, schema_editor):
     """The staged rows are scratch, written once and read once: no WAL for them (a crash
-    empties the table, which the sync detects by its checkpoint's count)."""
+    empties the table, which the sync detects by its checkpoint's count), and no
+    autovacuum (nothing is updated or deleted but by TRUNCATE; the sync ANALYZEs the
+    table itself before it reads it)."""
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute("ALTER TABLE channels_syncstagedcontact SET UNLOGGED")
+        schema_editor.execute(
+            "ALTER TABLE channels_syncstagedcontact SET UNLOGGED, "
+            "SET (autovacuum_enabled = false, toast.autovacuum_enabled = false)"
+        )
 
 
 class Migration(migrations.Migration):
