@@ -217,16 +217,10 @@ def _sync(client: Any, simulator_pid: int) -> Timed:
         process_cpu_seconds(simulator_pid),
         postgres_cpu_seconds(),
     )
-    # When each phase was last seen after a write: where the download ends.
-    phases: dict[str, float] = {}
-
-    def note(run: Any) -> None:
-        phases[run.checkpoint.get("phase", "")] = time.perf_counter()
-
     waited = client.limiter.waited
-    started = time.perf_counter()
-    run = SyncEngine(sync_run_start(), client, after_flush=note).execute()
-    seconds = time.perf_counter() - started
+    split = _Split(time.perf_counter())
+    run = SyncEngine(sync_run_start(), client, after_flush=split.note).execute()
+    seconds = time.perf_counter() - split.started
     waited = client.limiter.waited - waited
     cpu = (
         process_cpu_seconds(os.getpid()) - before[0],
@@ -235,18 +229,40 @@ def _sync(client: Any, simulator_pid: int) -> Timed:
     )
     # The writers' sessions report their statistics as they end, just before this.
     time.sleep(1)
-    if "apply" in phases:
-        download = phases["contacts"] - started
-        split = f"download {download:.1f} s, apply {seconds - download:.1f} s"
-    else:
-        split = "one pass"
     return Timed(
         run,
         seconds,
         *cpu,
         server_io=ServerIO.now().line_since(io_before),
-        phases=f"{split}; the client's rate limit waited {waited:.1f} s",
+        phases=f"{split.line()}; the client's rate limit waited {waited:.1f} s",
     )
+
+
+@dataclasses.dataclass
+class _Split:
+    """How a sync's time splits between its phases: the time up to each write goes to the
+    phase that write belongs to (``after_flush``)."""
+
+    started: float
+    spent: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: Rounds of download and apply (more than one when the rate limit stopped one).
+    rounds: int = 0
+    last_at: float = 0.0
+    last_phase: str = ""
+
+    def note(self, run: Any) -> None:
+        phase, now = run.checkpoint.get("phase", ""), time.perf_counter()
+        self.spent[phase] = self.spent.get(phase, 0.0) + now - (self.last_at or self.started)
+        self.rounds += phase == "apply" and self.last_phase != "apply"
+        self.last_at, self.last_phase = now, phase
+
+    def line(self) -> str:
+        if "apply" not in self.spent:
+            return "one pass"
+        return (
+            f"download {self.spent.get('contacts', 0.0):.1f} s, apply "
+            f"{self.spent['apply']:.1f} s in {self.rounds} round{'s' * (self.rounds > 1)}"
+        )
 
 
 def bench(relationships: int, staff: int) -> dict[str, Any]:

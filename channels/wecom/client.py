@@ -52,6 +52,9 @@ from channels.wecom.transport import Response, Transport
 
 logger = logging.getLogger(__name__)
 
+#: The API a full sync pages through (its rate limit is the sync's, ``RateLimiter``).
+BATCH_GET_BY_USER = "externalcontact/batch/get_by_user"
+
 
 @dataclass(frozen=True)
 class WeComConfig:
@@ -170,6 +173,8 @@ class RateLimiter:
         self._local = threading.BoundedSemaphore(config.max_in_flight)
         #: Seconds this limiter has made callers wait for a minute's budget.
         self.waited = 0.0
+        #: path -> (minute, calls counted in it) as of this process's last call.
+        self._counted: dict[str, tuple[int, int]] = {}
 
     def _count(self, key: str, timeout: int) -> int:
         self.cache.add(key, 0, timeout=timeout)
@@ -189,12 +194,24 @@ class RateLimiter:
                     45009, f"client-side limit of {self.config.per_hour}/h reached", path=path
                 )
             per_minute = self._count(f"{self.prefix}:{path}:m:{minute}", 70)
+            self._counted[path] = (minute, per_minute)
             if per_minute <= self.config.per_minute:
                 return
             wait = 60 - (now % 60)
             logger.warning("WeCom %s over %s/min; waiting %.1fs", path, per_minute, wait)
             time.sleep(wait + 0.01)
             self.waited += wait + 0.01
+
+    def wait_ahead(self, path: str) -> float:
+        """About how many seconds the next call to ``path`` will wait for a minute's
+        budget (0: none), from this process's last call and without a round trip to the
+        cache: other processes' calls since are not counted. A caller that has other work
+        can do it first (a first sync applies what it downloaded)."""
+        now = time.time()
+        minute, counted = self._counted.get(path, (-1, 0))
+        if minute != int(now // 60) or counted < self.config.per_minute:
+            return 0.0
+        return 60 - (now % 60)
 
     @contextlib.contextmanager
     def slot(self, path: str) -> Iterator[None]:
@@ -348,7 +365,7 @@ class WeComClient:
         if not 1 <= len(userids) <= 100:
             raise ValueError("batch/get_by_user takes 1 to 100 userids")
         return self.post(
-            "externalcontact/batch/get_by_user",
+            BATCH_GET_BY_USER,
             {"userid_list": userids, "cursor": cursor, "limit": min(limit, 100)},
         )
 

@@ -47,7 +47,7 @@ from django.utils import timezone
 
 from channels.models import SyncRun, SyncSeenFollow, SyncStatus
 from channels.wecom import contacts
-from channels.wecom.client import WeComClient, get_client
+from channels.wecom.client import BATCH_GET_BY_USER, WeComClient, get_client
 from channels.wecom.contacts import ContactRow, Directory, contacts_apply, rows_from_batch
 from channels.wecom.errors import WeComError, WeComTransientError
 from channels.wecom.sync_progress import (
@@ -85,6 +85,13 @@ PREFETCH_PAGES = 60
 # A first sync ANALYZEs the tables it fills each time they have doubled, until this many
 # rows were created (see SyncEngine._refresh_statistics).
 ANALYZE_UNTIL = 100_000
+# A first sync's download that would wait this many seconds for WeCom's rate limit
+# (10,000 calls a minute: a million relationships are 10,001 pages) applies what it has
+# staged first, and downloads the rest after (see _apply_phase).
+RATE_WAIT_APPLY = 3.0
+
+#: What the fetch thread hands over when it stops for the rate limit.
+_RATE_LIMITED = object()
 
 
 class LeaseLost(Exception):
@@ -258,16 +265,31 @@ class SyncEngine:
             self._save(checkpoint=checkpoint)
         return checkpoint
 
-    def _pages(self, userids: list[str], start: Position) -> Iterator[Page]:
+    def _pages(
+        self, userids: list[str], start: Position, *, until_rate_limited: bool = False
+    ) -> Iterator[Page]:
         """Pages in order from ``start``, read ahead by a thread so that WeCom's latency
-        overlaps our writes. The queue is bounded: memory stays a few pages."""
-        pages: queue.Queue[Page | BaseException | None] = queue.Queue(maxsize=self.prefetch_pages)
+        overlaps our writes. The queue is bounded: memory stays a few pages.
+
+        ``until_rate_limited``: stop (and set ``self._rate_limited``) rather than wait
+        ``RATE_WAIT_APPLY`` seconds or more for WeCom's rate limit, once a page came."""
+        pages: queue.Queue[Page | BaseException | object | None] = queue.Queue(
+            maxsize=self.prefetch_pages
+        )
         stop = threading.Event()
+        self._rate_limited = False
 
         def fetch() -> None:
             b, n, c = start.batch, start.page, start.cursor
             try:
                 while b * USERIDS_PER_BATCH < len(userids) and not stop.is_set():
+                    if (
+                        until_rate_limited
+                        and (b, n) != (start.batch, start.page)
+                        and self.client.limiter.wait_ahead(BATCH_GET_BY_USER) >= RATE_WAIT_APPLY
+                    ):
+                        pages.put(_RATE_LIMITED)
+                        return
                     chunk = userids[b * USERIDS_PER_BATCH : (b + 1) * USERIDS_PER_BATCH]
                     answer = self._with_retry(
                         "batch/get_by_user",
@@ -295,8 +317,12 @@ class SyncEngine:
                 item = pages.get()
                 if item is None:
                     return
+                if item is _RATE_LIMITED:
+                    self._rate_limited = True
+                    return
                 if isinstance(item, BaseException):
                     raise item
+                assert isinstance(item, Page)
                 yield item
         finally:
             stop.set()
@@ -331,13 +357,19 @@ class SyncEngine:
             "staged", 0
         ):
             # The staged rows are not what the checkpoint counts: a server crash emptied
-            # the (unlogged) table. Their pages are read again.
+            # the (unlogged) table. The round's pages are read again.
             logger.warning("sync #%s: its staged rows were lost; downloading again", self.run.pk)
             checkpoint["parts"] = {}
+            checkpoint["batch"], _page, checkpoint["cursor"] = checkpoint.get(
+                "round_from", [0, 0, ""]
+            )
         if two_pass and not checkpoint.get("parts"):
-            # A new download: rows an abandoned run staged go first.
+            # A new download (or round of one, see _apply_phase): rows an abandoned run
+            # staged go first.
             contacts.contacts_staged_clear()
             checkpoint["staged"] = 0
+            origin = resume_position(checkpoint)
+            checkpoint["round_from"] = [origin.batch, origin.page, origin.cursor]
         position = resume_position(checkpoint)
         writers = (
             [Writer(f"wecom-sync-{self.run.pk}-writer{k}") for k in range(self.writers)]
@@ -404,7 +436,7 @@ class SyncEngine:
                 writer.submit(write(k, part, pages if k == 0 else 0))
 
         try:
-            for page in self._pages(userids, position):
+            for page in self._pages(userids, position, until_rate_limited=two_pass):
                 buffer.extend(page.rows)
                 pages_in_buffer += 1
                 # The position *after* this page: where a successor resumes.
@@ -431,6 +463,9 @@ class SyncEngine:
                 "chunks": max(-(-staged // self.flush_rows), 1),
                 "done": [],
             }
+            if self._rate_limited:
+                # Where the next round of the download starts, once these are applied.
+                checkpoint["then"] = [position.batch, position.page, position.cursor]
         else:
             checkpoint = {**carried(checkpoint), "phase": "sweep", "batch": position.batch}
         with transaction.atomic():
@@ -453,7 +488,16 @@ class SyncEngine:
 
         Chunks go to the writers in turn, each in its own transaction with the chunk's
         number added to the checkpoint's ``done``; a resumed run applies the others. Two
-        writers never share a customer (a bucket is a set of customers)."""
+        writers never share a customer (a bucket is a set of customers).
+
+        Rounds: WeCom allows 10,000 calls of ``batch/get_by_user`` a minute, and a
+        million relationships are 10,001 pages. A download that would wait for the next
+        minute (``RATE_WAIT_APPLY`` or more) stops where it is (``then``) and this phase
+        applies what it staged while the minute runs out; the download then goes on from
+        there, staging anew, and is applied in turn. A customer whose rows span rounds is
+        written once per round: created by the first, its later follows added as a later
+        sync would (the acquisition time moves to the earliest add; owner and first
+        channel stay those of its first round)."""
         staged = contacts.contacts_staged_count(run_id=self.run.pk)
         if staged != checkpoint["staged"]:
             logger.warning(
@@ -463,7 +507,14 @@ class SyncEngine:
                 staged,
                 checkpoint["staged"],
             )
-            checkpoint = {**carried(checkpoint), "phase": "contacts", "parts": {}}
+            batch, _page, cursor = checkpoint.get("round_from", [0, 0, ""])
+            checkpoint = {
+                **carried(checkpoint),
+                "phase": "contacts",
+                "parts": {},
+                "batch": batch,
+                "cursor": cursor,
+            }
             with transaction.atomic():
                 self._save(checkpoint=checkpoint)
             return checkpoint
@@ -498,7 +549,17 @@ class SyncEngine:
                 writer.close()
             raise
         writers_close(writers)
-        checkpoint = {**carried(checkpoint), "phase": "sweep"}
+        if "then" in checkpoint:
+            # The download stopped for the rate limit: its next round, staged anew.
+            batch, _page, cursor = checkpoint["then"]
+            checkpoint = {
+                **carried(checkpoint),
+                "phase": "contacts",
+                "batch": batch,
+                "cursor": cursor,
+            }
+        else:
+            checkpoint = {**carried(checkpoint), "phase": "sweep"}
         with transaction.atomic():
             contacts.contacts_staged_clear()
             self._save(checkpoint=checkpoint)

@@ -108,7 +108,7 @@ def advance_chunk(chunk: int, checkpoint: dict[str, Any], applied: Any) -> dict[
 
 def carried(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """What the checkpoint of the contacts carries from one phase to the next."""
-    keys = ("userids", "since", "first_load", "two_pass")
+    keys = ("userids", "since", "first_load", "two_pass", "round_from")
     return {key: checkpoint[key] for key in keys if key in checkpoint}
 
 

@@ -25,8 +25,10 @@ from tests.channels.test_wecom_sync import (  # noqa: F401  (fixtures and tests,
     wecom_pairs,
 )
 from tests.channels.test_wecom_sync_two_pass import (  # noqa: F401  (run here too)
+    test_a_download_the_rate_limit_stops_applies_what_it_has_then_goes_on,
     test_a_failed_run_leaves_no_staged_row,
     test_a_first_sync_stages_then_applies_by_chunk,
+    test_a_later_round_whose_staged_rows_were_lost_is_downloaded_again,
     test_a_later_sync_takes_one_pass,
     test_a_new_run_clears_what_an_abandoned_run_staged,
     test_a_run_killed_while_applying_applies_only_the_chunks_not_done,

@@ -6,16 +6,21 @@ pass writes; test_wecom_sync_pipelined.py runs these tests again with writer thr
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.core.cache.backends.locmem import LocMemCache
 from django.db import connection
 from django.utils import timezone
 
 from channels.models import SyncRun, SyncStagedContact, SyncStatus
+from channels.wecom import client as client_module
 from channels.wecom import contacts
+from channels.wecom.client import WeComClient
 from channels.wecom.sync import SyncEngine
 from customers.models import Customer, Follow
 from tests.channels.test_wecom_sync import (  # noqa: F401  (fixtures)
@@ -27,6 +32,8 @@ from tests.channels.test_wecom_sync import (  # noqa: F401  (fixtures)
     sim,
     wecom_pairs,
 )
+from tests.channels.wecom.test_rate_limiter import MINUTE_START, FakeClock
+from tests.channels.wecom_support import sim_client
 
 pytestmark = [
     pytest.mark.django_db,
@@ -66,16 +73,18 @@ def resume(client) -> SyncRun:  # noqa: F811 (the fixture)
     ).execute()
 
 
-def assert_mirrored(sim, run: SyncRun) -> None:  # noqa: F811 (the fixture)
+def assert_mirrored(sim, run: SyncRun, *, exactly: bool = True) -> None:  # noqa: F811
     """WeCom's pairs, every customer and follow created once (exact figures, nothing
-    written twice) and no staged row left."""
+    written twice: ``exactly``, with one round of download) and no staged row left."""
     pairs = wecom_pairs(sim)
     assert run.status == SyncStatus.SUCCEEDED
     assert our_pairs() == pairs
     assert Follow.objects.count() == len(pairs)
     customers = Customer.objects.count()
     assert customers == len({e for e, _u in pairs})
-    assert (run.created, run.updated) == (customers + len(pairs), 0)
+    assert run.created == customers + len(pairs)
+    if exactly:
+        assert run.updated == 0
     assert run.wecom_follows == run.active_follows == len(pairs)
     assert not SyncStagedContact.objects.exists()
 
@@ -179,3 +188,57 @@ def test_a_failed_run_leaves_no_staged_row(sim, client, monkeypatch) -> None:  #
     assert SyncRun.objects.get().status == SyncStatus.FAILED
     assert staged and staged[-1] > 0, "rows were staged before the failure"
     assert not SyncStagedContact.objects.exists()
+
+
+def rate_limited(sim, monkeypatch, per_minute: int) -> WeComClient:  # noqa: F811 (fixture)
+    """A client allowed ``per_minute`` pages a minute, on a fake clock (its waits for
+    the next minute take no time)."""
+    monkeypatch.setattr(client_module, "time", FakeClock(at=MINUTE_START + 10))
+    config = dataclasses.replace(sim_client(sim).config, per_minute=per_minute)
+    return WeComClient(config, store=LocMemCache(f"limits-{uuid.uuid4().hex}", {}))
+
+
+def test_a_download_the_rate_limit_stops_applies_what_it_has_then_goes_on(
+    sim,  # noqa: F811 (the fixture)
+    monkeypatch,
+) -> None:
+    limited = rate_limited(sim, monkeypatch, per_minute=2)
+    rounds: list[str] = []
+
+    def note(run: SyncRun) -> None:
+        phase = run.checkpoint["phase"]
+        if not rounds or rounds[-1] != phase:
+            rounds.append(phase)
+
+    run = run_sync(limited, flush_rows=60, after_flush=note)
+    pages = -(-len(wecom_pairs(sim)) // 100)
+    # Two pages a minute: the download stops before each third page and applies first.
+    assert rounds == ["contacts", "apply"] * (-(-pages // 2))
+    assert limited.limiter.waited > 0
+    pairs = wecom_pairs(sim)
+    assert run.status == SyncStatus.SUCCEEDED
+    assert our_pairs() == pairs
+    assert Follow.objects.count() == len(pairs)
+    customers = Customer.objects.count()
+    assert customers == len({e for e, _u in pairs})
+    # Every row created once; a customer whose followers span rounds is updated after.
+    assert run.created == customers + len(pairs)
+    assert run.relationships == len(pairs)
+    assert run.wecom_follows == run.active_follows == len(pairs)
+    assert not SyncStagedContact.objects.exists()
+
+
+def test_a_later_round_whose_staged_rows_were_lost_is_downloaded_again(
+    sim,  # noqa: F811 (the fixture)
+    monkeypatch,
+) -> None:
+    limited = rate_limited(sim, monkeypatch, per_minute=2)
+
+    def second_round(run: SyncRun) -> bool:
+        return run.checkpoint.get("phase") == "contacts" and bool(run.checkpoint["round_from"][2])
+
+    with pytest.raises(Killed):
+        run_sync(limited, flush_rows=60, after_flush=kill_when(second_round))
+    assert Follow.objects.exists(), "the first round was applied"
+    contacts.contacts_staged_clear()
+    assert_mirrored(sim, resume(limited), exactly=False)
