@@ -353,23 +353,8 @@ class SyncEngine:
                 self.stage_first_load and checkpoint["first_load"] and contacts._set_based()
             )
         two_pass = bool(checkpoint["two_pass"])
-        if two_pass and contacts.contacts_staged_count(run_id=self.run.pk) != checkpoint.get(
-            "staged", 0
-        ):
-            # The staged rows are not what the checkpoint counts: a server crash emptied
-            # the (unlogged) table. The round's pages are read again.
-            logger.warning("sync #%s: its staged rows were lost; downloading again", self.run.pk)
-            checkpoint["parts"] = {}
-            checkpoint["batch"], _page, checkpoint["cursor"] = checkpoint.get(
-                "round_from", [0, 0, ""]
-            )
-        if two_pass and not checkpoint.get("parts"):
-            # A new download (or round of one, see _apply_phase): rows an abandoned run
-            # staged go first.
-            contacts.contacts_staged_clear()
-            checkpoint["staged"] = 0
-            origin = resume_position(checkpoint)
-            checkpoint["round_from"] = [origin.batch, origin.page, origin.cursor]
+        if two_pass:
+            self._staging_check(checkpoint)
         position = resume_position(checkpoint)
         writers = (
             [Writer(f"wecom-sync-{self.run.pk}-writer{k}") for k in range(self.writers)]
@@ -471,6 +456,21 @@ class SyncEngine:
         with transaction.atomic():
             self._save(checkpoint=checkpoint)
         return checkpoint
+
+    def _staging_check(self, checkpoint: dict[str, Any]) -> None:
+        """Before a two-pass download (a round of one, see _apply_phase) starts or resumes:
+        the staged rows must be those the checkpoint counts. Updates ``checkpoint``."""
+        if contacts.contacts_staged_count(run_id=self.run.pk) != checkpoint.get("staged", 0):
+            # A server crash emptied the (unlogged) table: the round's pages are read again.
+            logger.warning("sync #%s: its staged rows were lost; downloading again", self.run.pk)
+            checkpoint["parts"] = {}
+            batch, _page, cursor = checkpoint.get("round_from", [0, 0, ""])
+            checkpoint.update(batch=batch, cursor=cursor)
+        if not checkpoint.get("parts"):
+            # A new round: what an abandoned run staged goes first.
+            contacts.contacts_staged_clear()
+            origin = resume_position(checkpoint)
+            checkpoint.update(staged=0, round_from=[origin.batch, origin.page, origin.cursor])
 
     def _apply_phase(self, checkpoint: dict[str, Any]) -> dict[str, Any]:
         """A first sync's second pass: the staged rows, a chunk of buckets at a time.
