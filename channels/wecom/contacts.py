@@ -336,8 +336,8 @@ def _copy_lines(
     """The stage's COPY text for the rows not in ``skip`` (positions), built straight from
     the rows: no intermediate object per row, and one check per line for characters to
     escape instead of one per field (most rows have none). Each line starts with the
-    row's position (the stage's ``ord``), or with its entry in ``keys``: fields written
-    as they are, which hold no tab to count nor backslash."""
+    row's position (the stage's ``ord``), or with its entry in ``keys``: whole fields,
+    tab-separated, written as they are (numbers: nothing to escape)."""
     codes, tags = directory.codes, directory.tags
     rows, digests, staff_ids = prepared.rows, prepared.digests, prepared.staff_ids
     # A flush's rows share few sets of tags and few states: their text once for each.
