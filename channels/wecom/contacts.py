@@ -530,6 +530,13 @@ def contacts_staged_count(*, run_id: int) -> int:
     return SyncStagedContact.objects.filter(run_id=run_id).count()
 
 
+def contacts_staged_analyze() -> None:
+    """Fresh statistics for reading the staged rows by chunk: the table was empty, or
+    held another run's rows, when it was last analyzed."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {_staged_table()}")
+
+
 def contacts_staged_clear() -> None:
     """Drop every staged row. Only the running sync stages (there is one at most), so
     the rows of any other run are an abandoned run's."""

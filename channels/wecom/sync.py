@@ -60,9 +60,10 @@ from channels.wecom.sync_progress import (
     bucket_of,
     carried,
     chunk_buckets,
+    download_from,
     part_of,
     resume_position,
-    writers_close,
+    writers_running,
 )
 from customers.models import Customer, CustomerTag, Follow
 from customers.services import (
@@ -356,18 +357,14 @@ class SyncEngine:
         if two_pass:
             self._staging_check(checkpoint)
         position = resume_position(checkpoint)
-        writers = (
-            [Writer(f"wecom-sync-{self.run.pk}-writer{k}") for k in range(self.writers)]
-            if self._pipelined()
-            else []
-        )
         # Every part of this attempt starts where it resumes (a part of an earlier attempt
         # with more writers would otherwise hold the resume point back for good).
         start = [position.batch, position.page, position.cursor]
-        checkpoint["parts"] = {str(k): start for k in range(max(len(writers), 1))}
+        checkpoint["parts"] = {str(k): start for k in range(max(self._writer_count(), 1))}
         if checkpoint != self.run.checkpoint:
             with transaction.atomic():
                 self._save(checkpoint=checkpoint)
+        writers = self._start_writers()
 
         def write(part: int, rows: list[ContactRow], pages: int) -> Callable[[], None]:
             """The job that writes (or stages) ``part``'s rows and moves its position."""
@@ -420,7 +417,8 @@ class SyncEngine:
                 # The pages are counted once, with the first part.
                 writer.submit(write(k, part, pages if k == 0 else 0))
 
-        try:
+        # Every submitted part commits (or fails) before the phase ends.
+        with writers_running(writers):
             for page in self._pages(userids, position, until_rate_limited=two_pass):
                 buffer.extend(page.rows)
                 pages_in_buffer += 1
@@ -429,12 +427,6 @@ class SyncEngine:
                 if len(buffer) >= self.flush_rows:
                     flush()
             flush()
-        except BaseException:
-            for writer in writers:
-                writer.close()  # its own error, if any, is secondary to this one
-            raise
-        # Every submitted part commits (or fails) before the phase ends.
-        writers_close(writers)
         if two_pass:
             with self._progress_lock:
                 staged = int(self.run.checkpoint.get("staged", 0))
@@ -457,15 +449,33 @@ class SyncEngine:
             self._save(checkpoint=checkpoint)
         return checkpoint
 
+    def _writer_count(self) -> int:
+        """Writer threads of a phase: none when the writes go in-line (see _pipelined)."""
+        return self.writers if self._pipelined() else 0
+
+    def _start_writers(self, *, backlog: int = 1) -> list[Writer]:
+        name = f"wecom-sync-{self.run.pk}-writer"
+        return [Writer(f"{name}{k}", backlog=backlog) for k in range(self._writer_count())]
+
+    def _staging_lost(self, checkpoint: dict[str, Any]) -> bool:
+        """Whether the staged rows are not those the checkpoint counts: a server crash
+        emptied the (unlogged) table, and the round's pages are to be read again."""
+        staged = contacts.contacts_staged_count(run_id=self.run.pk)
+        if staged == checkpoint.get("staged", 0):
+            return False
+        logger.warning(
+            "sync #%s: %s staged rows of %s are left (the server restarted?); downloading again",
+            self.run.pk,
+            staged,
+            checkpoint.get("staged", 0),
+        )
+        return True
+
     def _staging_check(self, checkpoint: dict[str, Any]) -> None:
         """Before a two-pass download (a round of one, see _apply_phase) starts or resumes:
         the staged rows must be those the checkpoint counts. Updates ``checkpoint``."""
-        if contacts.contacts_staged_count(run_id=self.run.pk) != checkpoint.get("staged", 0):
-            # A server crash emptied the (unlogged) table: the round's pages are read again.
-            logger.warning("sync #%s: its staged rows were lost; downloading again", self.run.pk)
-            checkpoint["parts"] = {}
-            batch, _page, cursor = checkpoint.get("round_from", [0, 0, ""])
-            checkpoint.update(batch=batch, cursor=cursor)
+        if self._staging_lost(checkpoint):
+            checkpoint.update(download_from(checkpoint, checkpoint.get("round_from", [0, 0, ""])))
         if not checkpoint.get("parts"):
             # A new round: what an abandoned run staged goes first.
             contacts.contacts_staged_clear()
@@ -498,38 +508,18 @@ class SyncEngine:
         written once per round: created by the first, its later follows added as a later
         sync would (the acquisition time moves to the earliest add; owner and first
         channel stay those of its first round)."""
-        staged = contacts.contacts_staged_count(run_id=self.run.pk)
-        if staged != checkpoint["staged"]:
-            logger.warning(
-                "sync #%s: %s staged rows of %s are left (the server restarted?); "
-                "downloading again",
-                self.run.pk,
-                staged,
-                checkpoint["staged"],
-            )
-            batch, _page, cursor = checkpoint.get("round_from", [0, 0, ""])
-            checkpoint = {
-                **carried(checkpoint),
-                "phase": "contacts",
-                "parts": {},
-                "batch": batch,
-                "cursor": cursor,
-            }
+        if self._staging_lost(checkpoint):
+            checkpoint = download_from(checkpoint, checkpoint.get("round_from", [0, 0, ""]))
             with transaction.atomic():
                 self._save(checkpoint=checkpoint)
             return checkpoint
-        with connection.cursor() as cursor:
-            # Fresh statistics for the chunks' reads: the table was empty when last seen.
-            cursor.execute(f"ANALYZE {contacts._staged_table()}")
+        contacts.contacts_staged_analyze()
         chunks = int(checkpoint["chunks"])
         done = set(checkpoint["done"])
         pending = [chunk for chunk in range(chunks) if chunk not in done]
-        writers = (
-            [Writer(f"wecom-sync-{self.run.pk}-writer{k}", backlog=0) for k in range(self.writers)]
-            if self._pipelined()
-            else []
-        )
-        try:
+        # No bound on the writers' queues: a chunk's job holds no rows.
+        writers = self._start_writers(backlog=0)
+        with writers_running(writers):
             for n, chunk in enumerate(pending):
                 apply = functools.partial(
                     contacts.contacts_apply_staged,
@@ -544,20 +534,9 @@ class SyncEngine:
                     writers[n % len(writers)].submit(job)
                 else:
                     job()
-        except BaseException:
-            for writer in writers:
-                writer.close()
-            raise
-        writers_close(writers)
         if "then" in checkpoint:
             # The download stopped for the rate limit: its next round, staged anew.
-            batch, _page, cursor = checkpoint["then"]
-            checkpoint = {
-                **carried(checkpoint),
-                "phase": "contacts",
-                "batch": batch,
-                "cursor": cursor,
-            }
+            checkpoint = download_from(checkpoint, checkpoint["then"])
         else:
             checkpoint = {**carried(checkpoint), "phase": "sweep"}
         with transaction.atomic():

@@ -4,11 +4,12 @@ threads (``channels.wecom.sync`` drives them)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,16 +113,29 @@ def carried(checkpoint: dict[str, Any]) -> dict[str, Any]:
     return {key: checkpoint[key] for key in keys if key in checkpoint}
 
 
+def download_from(checkpoint: dict[str, Any], at: list[Any]) -> dict[str, Any]:
+    """The checkpoint of a download (a round of one) that starts at ``at`` ([batch,
+    page, cursor]) with nothing staged yet."""
+    batch, _page, cursor = at
+    return {
+        **carried(checkpoint),
+        "phase": "contacts",
+        "parts": {},
+        "batch": batch,
+        "cursor": cursor,
+    }
+
+
 class Writer:
     """A thread that runs submitted writes one at a time, in order, on its own database
-    connection. ``submit`` waits while one write is queued, so at most two flushes are in
-    memory beyond the page buffer. A write that lost a deadlock is run again; any other
-    error stops the writer for good: the writes queued behind it are dropped (a later
-    flush must never commit, and move the checkpoint, past one that failed), and the
-    error is raised by the next ``submit`` or returned by ``close``."""
+    connection. ``submit`` waits while ``backlog`` writes are queued (one by default, so
+    at most two flushes are in memory beyond the page buffer; 0: no bound). A write that
+    lost a deadlock is run again; any other error stops the writer for good: the writes
+    queued behind it are dropped (a later flush must never commit, and move the
+    checkpoint, past one that failed), and the error is raised by the next ``submit`` or
+    returned by ``close``."""
 
     def __init__(self, name: str, *, backlog: int = 1) -> None:
-        # backlog=0: no bound, for jobs that hold no rows (the apply phase's chunks).
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=backlog)
         self._error: BaseException | None = None
         self._failed = False
@@ -167,8 +181,17 @@ class Writer:
         return error
 
 
-def writers_close(writers: list[Writer]) -> None:
-    """Wait for every writer's queued writes; raise the first error that stopped one."""
+@contextlib.contextmanager
+def writers_running(writers: list[Writer]) -> Iterator[None]:
+    """Every write submitted in the block commits (or fails) before the block is left,
+    and the first error that stopped a writer is raised. When the block itself raises,
+    the writers are closed and their own errors, secondary to it, are dropped."""
+    try:
+        yield
+    except BaseException:
+        for writer in writers:
+            writer.close()
+        raise
     errors = [writer.close() for writer in writers]
     if error := next((e for e in errors if e is not None), None):
         raise error
