@@ -11,11 +11,13 @@ activities and 1,000,000 orders by default), then prints:
   time and the ratio raw / milestones, and a check that both give the same counts;
 * incremental maintenance: new activities for random customers through the bulk API
   path's service (``activities_record``) in batches of 1,000 and 5,000, in activities/s,
-  then the raw-vs-milestones check again.
+  then the raw-vs-milestones check again. With ``--clients N`` each batch size is also
+  ingested by N concurrent clients (threads, one database connection each, as N API
+  workers would), in activities/s for all of them together.
 
 Usage: python -m bench.funnel [--customers 1000000] [--activities N] [--orders N]
-    [--runs 20] [--ingest 100000] [--batch 1000 --batch 5000] [--reuse-seed] [--trace]
-    [--server local|compose]
+    [--runs 20] [--ingest 100000] [--batch 1000 --batch 5000] [--clients 2] [--reuse-seed]
+    [--trace] [--server local|compose]
 Needs BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/scrm_bench_funnel),
 a PostgreSQL database on this machine that it creates and empties (never SQLite).
 """
@@ -27,6 +29,7 @@ import os
 import random
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext as _nothing
@@ -391,6 +394,7 @@ def _ingest(
     customers: int,
     results: dict[str, Any],
     trace: bool = False,
+    clients: int = 1,
 ) -> set[int]:
     from django.db import connection
     from django.utils import timezone
@@ -400,6 +404,7 @@ def _ingest(
     from customers.services.activities import ActivityInput, activities_record
 
     refresh_seconds = [0.0]
+    refresh_lock = threading.Lock()  # the clients' threads add to it
     # The receiver's two paths: a full refresh, and new activities folded in.
     originals = {
         name: getattr(funnel.receivers, name)
@@ -412,14 +417,17 @@ def _ingest(
             try:
                 return original(**kwargs)
             finally:
-                refresh_seconds[0] += time.perf_counter() - t
+                with refresh_lock:
+                    refresh_seconds[0] += time.perf_counter() - t
 
         return run
 
     for name, original in originals.items():
         setattr(funnel.receivers, name, timed(original))
     touched: set[int] = set()
-    rng = random.Random(7)
+    # Other activities for each number of clients: the same ones again would all be
+    # stored already (their keys derive from their content).
+    rng = random.Random(7 if clients == 1 else 7 + clients)
     now = timezone.now()
     try:
         for batch in batches:
@@ -443,19 +451,22 @@ def _ingest(
                 changes_before = cur.fetchone()[0]
             tracer = _Trace()
             t = time.perf_counter()
+            chunks = [inputs[start : start + batch] for start in range(0, len(inputs), batch)]
             with connection.execute_wrapper(tracer) if trace else _nothing():
-                for start in range(0, len(inputs), batch):
-                    activities_record(rows=inputs[start : start + batch])
+                _concurrently(clients, chunks, activities_record)
             seconds = time.perf_counter() - t
             with connection.cursor() as cur:
                 cur.execute("SELECT COUNT(*) FROM funnel_stagechange")
                 changes = cur.fetchone()[0] - changes_before
             rate = len(inputs) / seconds
-            results[f"ingest {batch}"] = (rate, seconds, refresh_seconds[0], load_average())
+            by = "" if clients == 1 else f" by {clients} clients at once"
+            key = f"ingest {batch}" + ("" if clients == 1 else f" x{clients}")
+            results[key] = (rate, seconds, refresh_seconds[0], load_average())
             log(
-                f"  activities_record, {len(inputs):,} new activities in batches of {batch:,}: "
-                f"{seconds:.1f}s, {rate:,.0f} activities/s (milestone refresh "
-                f"{refresh_seconds[0]:.1f}s of it; {changes:,} stage changes) [{load_average()}]"
+                f"  activities_record, {len(inputs):,} new activities in batches of {batch:,}"
+                f"{by}: {seconds:.1f}s, {rate:,.0f} activities/s (milestone refresh "
+                f"{refresh_seconds[0]:.1f}s of it{', summed over the clients' if by else ''}; "
+                f"{changes:,} stage changes) [{load_average()}]"
             )
             if trace:
                 runs = len(inputs) // batch
@@ -469,6 +480,36 @@ def _ingest(
         for name, original in originals.items():
             setattr(funnel.receivers, name, original)
     return touched
+
+
+def _concurrently(clients: int, runs: list[Any], record: Callable[..., Any]) -> None:
+    """``record(rows=run)`` for each run: here with one client; else on ``clients``
+    threads, each with its own database connection (Django's are per thread), run k on
+    thread k mod ``clients``. The first error of a thread is raised after all end."""
+    if clients == 1:
+        for rows in runs:
+            record(rows=rows)
+        return
+    from django.db import connection
+
+    errors: list[BaseException] = []
+
+    def work(mine: list[Any]) -> None:
+        try:
+            for rows in mine:
+                record(rows=rows)
+        except BaseException as exc:  # re-raised in the main thread below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(runs[k::clients],)) for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 # --- main --------------------------------------------------------------------------------
@@ -516,6 +557,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="warm runs per report")
     parser.add_argument("--ingest", type=int, default=100_000, help="new activities per batch size")
     parser.add_argument("--batch", type=int, action="append", help="default: 1000 and 5000")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=1,
+        help="also ingest with this many concurrent clients (default 1: one client only)",
+    )
     parser.add_argument(
         "--phases",
         default="rebuild,reports,raw,ingest",
@@ -591,9 +638,16 @@ def _main(args: argparse.Namespace, url: str) -> None:
         same &= _raw(results)
     if "ingest" in phases:
         log("\n== incremental maintenance")
-        touched = _ingest(
-            args.ingest, args.batch or [1000, 5000], size.customers, results, trace=args.trace
-        )
+        touched = set()
+        for clients in sorted({1, max(args.clients, 1)}):
+            touched |= _ingest(
+                args.ingest,
+                args.batch or [1000, 5000],
+                size.customers,
+                results,
+                trace=args.trace and clients == 1,
+                clients=clients,
+            )
         log("  check after ingesting:")
         same &= _raw(results, only=["all, 2 years"])
         # Leave the seed as it was (the next --reuse-seed run starts from it).
