@@ -479,15 +479,6 @@ def _stage(cursor: Any, fill: Callable[[Any], None]) -> None:
     fill(cursor)
 
 
-def _copy_fill(lines: str) -> Callable[[Any], None]:
-    def fill(cursor: Any) -> None:
-        cursor.copy_expert(
-            f"COPY {_STAGE} ({', '.join(STAGE_FIELDS)}) FROM STDIN", io.StringIO(lines)
-        )
-
-    return fill
-
-
 # Pairs whose active follow already carries the row's digest: the row was applied
 # before, as it is. Keys come as arrays (one statement, no staging), looked up by index.
 _UNCHANGED = """
@@ -558,7 +549,13 @@ def contact_follows_apply_copy(*, lines: str, record_added: bool = True) -> Cont
     once, without an intermediate object per row)."""
     if not lines:
         return ContactFollowsResult()
-    return _apply(_copy_fill(lines), record_added=record_added)
+
+    def fill(cursor: Any) -> None:
+        cursor.copy_expert(
+            f"COPY {_STAGE} ({', '.join(STAGE_FIELDS)}) FROM STDIN", io.StringIO(lines)
+        )
+
+    return _apply(fill, record_added=record_added)
 
 
 @transaction.atomic
