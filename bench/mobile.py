@@ -368,7 +368,7 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=5, help="untimed requests per page first")
     args = parser.parse_args()
 
-    url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB)
+    url = os.environ.get("BENCH_DATABASE_URL") or DEFAULT_DB
     cfg = check_database_url(url, bench="bench.mobile")
     fresh_database(cfg)
     os.environ["DATABASE_URL"] = url

@@ -122,7 +122,7 @@ def bench_database(server: str, default_url: str) -> Iterator[str]:
     local server, or a throwaway server's with ``compose``, whose Django connections are
     closed before it stops."""
     if server != "compose":
-        yield os.environ.get("BENCH_DATABASE_URL", default_url)
+        yield os.environ.get("BENCH_DATABASE_URL") or default_url
         return
     with throwaway_server(compose_settings()) as url:
         try:

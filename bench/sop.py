@@ -376,7 +376,7 @@ def main() -> None:
     if args.spread <= 0 or (due <= 0 and steady <= 0):
         sys.exit("bench.sop: nothing to run (--due, --steady and --spread must be positive)")
 
-    url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB)
+    url = os.environ.get("BENCH_DATABASE_URL") or DEFAULT_DB
     redis_url = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS)
     cfg = _check_url(url)
     if (urlsplit(redis_url).hostname or "") not in LOCAL_HOSTS:

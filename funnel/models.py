@@ -125,13 +125,12 @@ class Milestones(models.Model):
         verbose_name = _("funnel milestones")
         verbose_name_plural = _("funnel milestones")
         indexes = [
-            # The cohort grid reads the bits by an index-only scan (PostgreSQL; SQLite
-            # ignores INCLUDE): 56 MB for a million rows instead of the 280 MB table.
-            models.Index(
-                fields=["acquired_at"],
-                include=["engaged_weeks", "engaged_months"],
-                name="milestones_cohort_idx",
-            ),
+            # No column that new activities change is in an index (the engagement bits
+            # were included here for the cohort grid), so that folding them in is a HOT
+            # update: the row rewritten in its page, no index touched (the table's
+            # fillfactor, migration 0007, leaves the room). The cohort grid reads the bits
+            # from the rows instead (funnel.selectors.cohort_report).
+            models.Index(fields=["acquired_at"], name="milestones_cohort_idx"),
             # Partial, as the customer's indexes of the same columns: the report filters
             # name a channel, a store or a staff member; the channel report's row of
             # customers without a channel is grouped from the cohort, not read here.
@@ -193,7 +192,6 @@ class StageChange(models.Model):
         indexes = [
             models.Index(fields=["customer", "at"], name="stagechange_customer_idx"),
             models.Index(fields=["to_stage", "at"], name="stagechange_entered_idx"),
-            models.Index(fields=["recorded_at"], name="stagechange_recorded_idx"),
         ]
         constraints = [
             models.CheckConstraint(

@@ -444,9 +444,10 @@ def cohort_report(
     cohort has not started yet (its first day + n periods is after now), or the cohort is
     empty. ``window_days`` does not apply: the columns are the window.
 
-    Two queries: sizes and engagement from the milestones' bit sets (an index-only scan
-    on PostgreSQL), and payers and revenue from the paid periods (``PaidPeriod``: one row
-    per customer and period paid in) by cohort and period, without reading the orders.
+    Two queries: sizes and engagement from the milestones' bit sets (read from the rows:
+    no index carries the bits, so that new activities' folds are HOT updates), and payers
+    and revenue from the paid periods (``PaidPeriod``: one row per customer and period
+    paid in) by cohort and period, without reading the orders.
     """
     _cohort_validate(period, periods)
     first_days = _period_starts(filters.start, filters.end, period)
