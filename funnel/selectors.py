@@ -11,13 +11,14 @@ store manager's funnel counts the customers of their store only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet, ValidationError
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import (
     Count,
     DateTimeField,
@@ -431,6 +432,30 @@ def _cohort_validate(period: str, periods: int) -> None:
         raise ValidationError(errors)
 
 
+@contextmanager
+def _parallel_scans() -> Iterator[None]:
+    """On PostgreSQL, a transaction in which parallel workers' start and the rows they
+    hand over are priced at nothing, so that the planner reads a large part of a table
+    with them wherever that is the cheaper plan.
+
+    The cohort grid reads the engagement bits from the milestone rows (no index carries
+    them, so that folding in new activities stays a HOT update). At the default costs the
+    planner read a year of a million customers (750,000 rows) in one process: it cannot
+    tell that they fall into a few thousand groups, so sharing the aggregate out looked
+    useless to it. In parallel the week grid's median went 353 → 281-301 ms and the month
+    grid's 311 → 265-288 ms (alternating runs on the 2-core development machine). A
+    narrow filter's index scan stays cheaper than any scan of the table and is kept."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('parallel_setup_cost', '0', true), "
+            "set_config('parallel_tuple_cost', '0', true)"
+        )
+        yield
+
+
 def cohort_report(
     *, user: Any, filters: ReportFilters, period: str, periods: int = 12
 ) -> dict[str, Any]:
@@ -444,10 +469,10 @@ def cohort_report(
     cohort has not started yet (its first day + n periods is after now), or the cohort is
     empty. ``window_days`` does not apply: the columns are the window.
 
-    Two queries: sizes and engagement from the milestones' bit sets (read from the rows:
-    no index carries the bits, so that new activities' folds are HOT updates), and payers
-    and revenue from the paid periods (``PaidPeriod``: one row per customer and period
-    paid in) by cohort and period, without reading the orders.
+    Two queries: sizes and engagement from the milestones' bit sets (read from the rows,
+    in parallel: no index carries the bits, so that new activities' folds are HOT
+    updates), and payers and revenue from the paid periods (``PaidPeriod``: one row per
+    customer and period paid in) by cohort and period, without reading the orders.
     """
     _cohort_validate(period, periods)
     first_days = _period_starts(filters.start, filters.end, period)
@@ -475,7 +500,7 @@ def cohort_report(
         pass
     else:
         per_period = ", ".join(f"SUM(g.customers * ((g.bits >> {n}) & 1))" for n in range(periods))
-        with connection.cursor() as cursor:
+        with _parallel_scans(), connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT g.cohort, SUM(g.customers), {per_period} "
                 f"FROM ({grouped_sql}) g GROUP BY g.cohort",

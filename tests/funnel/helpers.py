@@ -8,6 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from django.db import connection
 from django.utils import timezone
 
 from customers.models import ActivitySource, Customer, OrderStatus
@@ -21,6 +22,11 @@ from customers.services import (
 from funnel.models import Milestones, PaidPeriod, StageChange
 
 _numbers = itertools.count(1)
+
+#: Statements the cohort report adds on PostgreSQL for its parallel scan
+#: (``funnel.selectors._parallel_scans``): the settings, and in a test, which runs in a
+#: transaction already, the savepoint of its own transaction and its release.
+PARALLEL_EXTRA = 3 if connection.vendor == "postgresql" else 0
 
 
 def local(*args: int) -> datetime:

@@ -18,6 +18,7 @@ from customers.models import Customer
 from funnel.services import milestones_refresh
 from tests.conftest import World, api_client_for
 from tests.factories import CustomerFactory, OrderFactory
+from tests.funnel.helpers import PARALLEL_EXTRA
 from tests.funnel.support import FunnelWorld, make_funnel_world
 
 BASE = "/api/v1/funnel/"
@@ -288,7 +289,7 @@ def test_reports_refuse_window_zero(fw: FunnelWorld, api_client: APIClient, endp
 
 @pytest.mark.parametrize(
     ("endpoint", "budget"),
-    [("", 4), ("cohorts/", 5), ("channels/", 5), ("trend/", 8)],
+    [("", 4), ("cohorts/", 5 + PARALLEL_EXTRA), ("channels/", 5), ("trend/", 8)],
 )
 def test_report_query_budgets(
     fw: FunnelWorld,
