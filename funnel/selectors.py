@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from customers.models import Customer, CustomerTag, Follow, Order, OrderStatus
 from customers.selectors import visible_to
+from funnel._session import local_settings
 from funnel.filters import ReportFilters
 from funnel.models import REACHED_FIELDS, Milestones, PaidPeriod, Stage
 from funnel.services import MONTH_DAYS, PERIODS, WEEK_DAYS
@@ -436,7 +437,8 @@ def _cohort_validate(period: str, periods: int) -> None:
 def _parallel_scans() -> Iterator[None]:
     """On PostgreSQL, a transaction in which parallel workers' start and the rows they
     hand over are priced at nothing, so that the planner reads a large part of a table
-    with them wherever that is the cheaper plan.
+    with them wherever that is the cheaper plan (the previous prices are back after the
+    block, for a caller's transaction around it).
 
     The cohort grid reads the engagement bits from the milestone rows (no index carries
     them, so that folding in new activities stays a HOT update). At the default costs the
@@ -448,11 +450,11 @@ def _parallel_scans() -> Iterator[None]:
     if connection.vendor != "postgresql":
         yield
         return
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('parallel_setup_cost', '0', true), "
-            "set_config('parallel_tuple_cost', '0', true)"
-        )
+    with (
+        transaction.atomic(),
+        connection.cursor() as cursor,
+        local_settings(cursor, {"parallel_setup_cost": "0", "parallel_tuple_cost": "0"}),
+    ):
         yield
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from funnel._session import local_settings
 from funnel.models import Milestones, StageChange
 from funnel.services._refresh import milestones_refresh
 from funnel.services._sql import (
@@ -29,7 +30,6 @@ from funnel.services._write import (
     RefreshResult,
     _refresh_through_temp,
     _serialize,
-    _settings,
     _write_fresh,
 )
 
@@ -58,7 +58,7 @@ def milestones_add_activities(
     if not ids:
         return result
     postgres = connection.vendor == "postgresql"
-    with transaction.atomic(), connection.cursor() as cursor, _settings(cursor, _FEW_SETTINGS):
+    with transaction.atomic(), connection.cursor() as cursor, local_settings(cursor, _FEW_SETTINGS):
         # The same row locks as a refresh of these customers: a concurrent refresh or
         # delta of one of them waits, and the statements below see what it committed.
         _serialize(cursor, ids)
@@ -147,7 +147,7 @@ def milestones_add_customers(
     postgres = connection.vendor == "postgresql"
     columns = ", ".join(_MILESTONE_COLUMNS)
     written: set[int] = set()
-    with transaction.atomic(), connection.cursor() as cursor, _settings(cursor, _FEW_SETTINGS):
+    with transaction.atomic(), connection.cursor() as cursor, local_settings(cursor, _FEW_SETTINGS):
         if postgres:
             # Not the row locks (nobody else sees these customers), but a rebuild of
             # everyone still excludes this write, as it does every refresh's.

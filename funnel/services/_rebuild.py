@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from funnel._session import local_settings
 from funnel.models import Milestones, PaidPeriod, StageChange
 from funnel.services._write import (
     _FULL_SETTINGS,
@@ -12,7 +13,6 @@ from funnel.services._write import (
     _drop_orphans,
     _refresh_through_temp,
     _serialize,
-    _settings,
 )
 
 
@@ -36,7 +36,7 @@ def _refresh_everyone_pg(
         )
         empty = not cursor.fetchone()[0]
     _serialize(cursor, None)
-    with _settings(cursor, _FULL_SETTINGS):
+    with local_settings(cursor, _FULL_SETTINGS):
         if reset:
             # TRUNCATE: a million rows' DELETE took 5 s, and left them to vacuum.
             cursor.execute(f"TRUNCATE {', '.join(tables)}")

@@ -9,6 +9,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from funnel._session import local_settings
 from funnel.models import Milestones, PaidPeriod, StageChange
 from funnel.services._rebuild import _refresh_everyone_pg
 from funnel.services._sql import CHUNK, _factless_update_sql, _params
@@ -18,7 +19,6 @@ from funnel.services._write import (
     _drop_orphans,
     _refresh_through_temp,
     _serialize,
-    _settings,
 )
 
 
@@ -67,7 +67,7 @@ def _refresh(ids: list[int] | None, now: datetime, result: RefreshResult) -> Non
         elif ids is None:
             _refresh_everyone_pg(cursor, now, result)
         else:
-            with _settings(cursor, _FEW_SETTINGS):
+            with local_settings(cursor, _FEW_SETTINGS):
                 _serialize(cursor, ids)
                 covered = _refresh_factless_pg(cursor, ids, result)
                 rest = [i for i in ids if i not in covered]

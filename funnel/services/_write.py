@@ -3,8 +3,6 @@ session settings that keep concurrent writers exact."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 from django.db import connection, transaction
 
 from customers.models import Customer
+from funnel._session import local_settings
 from funnel.models import Milestones, PaidPeriod, StageChange
 from funnel.services._sql import (
     _FRESH,
@@ -84,28 +83,6 @@ _FULL_SETTINGS = {
 _FEW_SETTINGS = {"jit": "off", "max_parallel_workers_per_gather": "0"}
 
 
-@contextmanager
-def _settings(cursor: Any, values: dict[str, str]) -> Iterator[None]:
-    """These settings for the block, on PostgreSQL (``SET LOCAL``: the transaction's), and
-    the previous ones back after it. Restored on success only: a failed transaction rolls
-    SET LOCAL back itself."""
-    if connection.vendor != "postgresql":
-        yield
-        return
-    names = list(values)
-    cursor.execute(
-        "SELECT " + ", ".join("current_setting(%s), set_config(%s, %s, true)" for _ in names),
-        [x for name in names for x in (name, name, values[name])],
-    )
-    row = cursor.fetchone()
-    previous = {name: row[2 * i] for i, name in enumerate(names)}
-    yield
-    cursor.execute(
-        "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in names),
-        [x for name in names for x in (name, previous[name])],
-    )
-
-
 def _refresh_through_temp(
     cursor: Any, ids: list[int] | None, now: datetime, result: RefreshResult, *, empty: bool
 ) -> None:
@@ -136,7 +113,7 @@ def _create_temp(
     if ids is not None:
         cursor.execute(statement, params)
         return
-    with _settings(cursor, {"enable_hashjoin": "off"}):
+    with local_settings(cursor, {"enable_hashjoin": "off"}):
         cursor.execute(statement, params)
 
 

@@ -24,9 +24,10 @@ from funnel.models import Milestones, PaidPeriod, StageChange
 _numbers = itertools.count(1)
 
 #: Statements the cohort report adds on PostgreSQL for its parallel scan
-#: (``funnel.selectors._parallel_scans``): the settings, and in a test, which runs in a
-#: transaction already, the savepoint of its own transaction and its release.
-PARALLEL_EXTRA = 3 if connection.vendor == "postgresql" else 0
+#: (``funnel.selectors._parallel_scans``): the settings and their restoring, and in a
+#: test, which runs in a transaction already, the savepoint of its own transaction and
+#: its release.
+PARALLEL_EXTRA = 4 if connection.vendor == "postgresql" else 0
 
 
 def local(*args: int) -> datetime:

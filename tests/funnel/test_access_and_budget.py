@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from channels.services import channel_create
@@ -175,3 +176,26 @@ def test_each_report_is_a_fixed_number_of_queries(
         store_id=world.store_a.pk,
     )
     run_reports(manager, windowed, django_assert_num_queries)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's planner settings")
+def test_the_cohort_grids_parallel_pricing_ends_with_it(
+    operator: Any, filters: ReportFilters
+) -> None:
+    """The grid prices parallel workers at nothing for its own scan only: a caller's
+    transaction around it (this test's) plans its later queries as before."""
+    populate(3)
+
+    def costs() -> tuple[str, str]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT current_setting('parallel_setup_cost'), "
+                "current_setting('parallel_tuple_cost')"
+            )
+            return cursor.fetchone()
+
+    before = costs()
+    assert before != ("0", "0")
+    report = cohort_report(user=operator, filters=filters, period="week", periods=4)
+    assert sum(c["size"] for c in report["cohorts"]) == 3
+    assert costs() == before
