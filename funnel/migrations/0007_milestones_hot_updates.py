@@ -12,17 +12,21 @@ The stage changes' ``recorded_at`` index goes too: nothing reads by it, and ever
 change paid an entry in it.
 """
 
+from typing import Any
+
 from django.db import migrations, models
 
 
-def _postgresql(sql: str):  # type: ignore[no-untyped-def]
-    """RunPython that runs ``sql`` on PostgreSQL only (SQLite has no fillfactor)."""
+def pack(apps: Any, schema_editor: Any) -> None:
+    if schema_editor.connection.vendor == "postgresql":  # SQLite has no fillfactor
+        schema_editor.execute("ALTER TABLE funnel_milestones SET (fillfactor = 85)")
+        schema_editor.execute("CLUSTER funnel_milestones USING funnel_milestones_pkey")
 
-    def run(apps, schema_editor):  # type: ignore[no-untyped-def]
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(sql)
 
-    return run
+def unpack(apps: Any, schema_editor: Any) -> None:
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("ALTER TABLE funnel_milestones RESET (fillfactor)")
+        schema_editor.execute("CLUSTER funnel_milestones USING funnel_milestones_pkey")
 
 
 class Migration(migrations.Migration):
@@ -45,14 +49,5 @@ class Migration(migrations.Migration):
             model_name="milestones",
             index=models.Index(fields=["acquired_at"], name="milestones_cohort_idx"),
         ),
-        migrations.RunPython(
-            _postgresql(
-                "ALTER TABLE funnel_milestones SET (fillfactor = 85); "
-                "CLUSTER funnel_milestones USING funnel_milestones_pkey"
-            ),
-            _postgresql(
-                "ALTER TABLE funnel_milestones RESET (fillfactor); "
-                "CLUSTER funnel_milestones USING funnel_milestones_pkey"
-            ),
-        ),
+        migrations.RunPython(pack, unpack),
     ]
