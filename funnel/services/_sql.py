@@ -365,6 +365,12 @@ def _later(previous: str, milestone: str) -> str:
 def _stages_from_base() -> str:
     """The rest of a milestone SELECT after a ``base`` CTE of the milestone times and the
     other columns: when each stage was reached, and the stage."""
+    return f"{_stage_ctes()}\n{_FROM_STAGES}"
+
+
+def _stage_ctes() -> str:
+    """The CTEs ``r2`` to ``r5`` after a ``base`` CTE: ``base`` with when each stage was
+    reached (``_FROM_STAGES`` selects the milestone row from them)."""
     return f"""r2 AS (
     SELECT base.*, {_later("acquired_at", "activated_at")} AS reached_activation_at FROM base
 ),
@@ -377,7 +383,11 @@ r4 AS (
 ),
 r5 AS (
     SELECT r4.*, {_later("reached_revenue_at", "referral_at")} AS reached_referral_at FROM r4
-)
+)"""
+
+
+#: The milestone row (``_MILESTONE_COLUMNS`` in order), with its stage, from ``r5``.
+_FROM_STAGES = """
 SELECT customer_id, acquired_at, channel_id, store_id, owner_id, is_referred, lost_at,
     activated_at, retained_at, revenue_at, repurchase_at, referral_at,
     reached_activation_at, reached_retention_at, reached_revenue_at, reached_referral_at,
@@ -445,34 +455,46 @@ def _candidates_sql() -> str:
 def _delta_sql() -> str:
     """SELECT of the milestone rows of the customers ``%(ids)s`` with the activities
     ``%(activities)s`` folded in (``_MILESTONE_COLUMNS`` in order): of the customers with
-    a new activity that counts and a stored row that can take it (those of
-    ``_candidates_sql``)."""
+    a new activity that counts and a stored row that can take it."""
+    return f"WITH {_delta_ctes()}\n{_FROM_STAGES}"
+
+
+def _delta_ctes() -> str:
+    """The CTEs of :func:`_delta_sql`, ending with ``r5`` (``_FROM_STAGES`` selects the
+    rows from it). Among them ``stored``: the stored rows of the customers among
+    ``%(ids)s`` that new activities can be folded into, those whose acquisition time is
+    the customer's (a change of it not refreshed yet needs the full refresh). Each
+    customer's stored row is looked up once, there, and every later part (the fold, the
+    stage changes against it) joins that: PostgreSQL's delta looked each row up five
+    times, and the customer twice."""
     milestones, activity = Milestones._meta.db_table, Activity._meta.db_table
     customer = Customer._meta.db_table
     if connection.vendor == "postgresql":
         in_activities = "a.id = ANY(%(activities)s)"
-        # Materialized: the new activities, found by their ids, drive the joins. Left to
-        # itself, on a table of 20,000 customers the planner joined every milestone row
-        # to its customer first and probed each one's activities for the new ids (1.7 s
-        # a batch of 1,000, against 35 ms this way; 0.1 s at a million customers).
+        # Materialized: the new activities, found by their ids, and the stored rows,
+        # found by the customers' ids, drive the joins. Left to itself, on a table of
+        # 20,000 customers the planner joined every milestone row to its customer first
+        # and probed each one's activities for the new ids (1.7 s a batch of 1,000,
+        # against 35 ms this way; 0.1 s at a million customers).
         materialized = "MATERIALIZED "
     else:
         in_activities = "a.id IN (SELECT value FROM json_each(%(activities)s))"
         materialized = ""
-    return f"""
-WITH {_kinds_sql()[2]}added AS {materialized}(
+    return f"""{_kinds_sql()[2]}added AS {materialized}(
     SELECT a.customer_id, a.kind, a.occurred_at FROM {activity} a
     WHERE {in_activities} AND {_in_ids("a.customer_id", False)} AND {_engaged_only()}
 ),
+stored AS {materialized}(
+    SELECT m.* FROM {milestones} m
+    JOIN {customer} c ON c.id = m.customer_id
+        AND NOT (c.acquired_at {_vendor_sql()["distinct"]} m.acquired_at)
+    WHERE {_in_ids("m.customer_id", False)} AND {_in_ids("c.id", False)}
+),
 new AS (
     SELECT a.customer_id,
-        {_activity_aggregates("nm.acquired_at")}
+        {_activity_aggregates("s.acquired_at")}
     FROM added a
-    JOIN {milestones} nm ON nm.customer_id = a.customer_id
-    -- The customer rows are in the buffers (just locked). NOT DISTINCT: not an index
-    -- condition, so that the look-up is by id, not through the acquired_at index.
-    JOIN {customer} c ON c.id = a.customer_id
-        AND NOT (c.acquired_at {_vendor_sql()["distinct"]} nm.acquired_at)
+    JOIN stored s ON s.customer_id = a.customer_id
     GROUP BY a.customer_id
 ),
 base AS (
@@ -484,10 +506,9 @@ base AS (
         m.engaged_weeks | COALESCE(n.engaged_weeks, 0) AS engaged_weeks,
         m.engaged_months | COALESCE(n.engaged_months, 0) AS engaged_months,
         m.paid_orders, m.last_paid_at, m.purchase_interval
-    FROM new n JOIN {milestones} m ON m.customer_id = n.customer_id
+    FROM new n JOIN stored m ON m.customer_id = n.customer_id
 ),
-{_stages_from_base()}
-"""
+{_stage_ctes()}"""
 
 
 def _stage_changes_sql(fresh: str, stored: str) -> str:
