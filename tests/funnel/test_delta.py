@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import connection
 
 import funnel.receivers
 from customers.hooks import Fact, announce
@@ -261,3 +262,52 @@ def test_a_customer_with_only_system_activities_in_a_batch_keeps_the_row(
     assert full == []
     _assert_equals_reference([engaged, quiet])
     assert Milestones.objects.get(customer=engaged).retained_at == local(2026, 3, 20, 10)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's prepared fold")
+def test_the_fold_is_prepared_once_per_session_and_text(
+    delta_calls: list[int], settings: Any
+) -> None:
+    """The fold runs as a prepared statement: prepared at the session's first fold, reused
+    after, prepared again when a pooler's reset (``DEALLOCATE ALL``) dropped it, and one
+    statement per text, so another retention period never runs the old one's plan."""
+
+    def prepared() -> list[str]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT name FROM pg_prepared_statements WHERE name LIKE 'funnel_fold_%%'"
+            )
+            return sorted(row[0] for row in cursor.fetchall())
+
+    def record(c: Customer, day: int) -> None:
+        activities_record(
+            rows=[
+                ActivityInput(
+                    customer_id=c.pk,
+                    kind=ActivityKind.PAGE_VIEWED,
+                    occurred_at=local(2026, 3, day, 10),
+                    source=ActivitySource.API,
+                )
+            ]
+        )
+
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+    first, second = customer(local(2026, 3, 1, 10)), customer(local(2026, 3, 2, 10))
+    record(first, 5)
+    record(second, 6)
+    assert len(prepared()) == 1
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+    record(first, 7)
+    assert len(prepared()) == 1
+    _assert_equals_reference([first, second])
+    # Retained after 3 days instead of 7: a new text, a new statement, the right row (a
+    # customer acquired under these settings: the others' rows would need a rebuild).
+    settings.FUNNEL_RETENTION_DAYS = 3
+    third = customer(local(2026, 3, 1, 10))
+    record(third, 5)
+    assert len(prepared()) == 2
+    assert delta_calls == [1, 1, 1, 1]
+    _assert_equals_reference([third])
+    assert Milestones.objects.get(customer=third).retained_at == local(2026, 3, 5, 10)
