@@ -107,8 +107,7 @@ def _fold_pg(cursor: Any, params: dict[str, Any], result: RefreshResult) -> set[
     batch, as long as its writes; the plan does not depend on the batch (the same hash
     joins and index scans for any number of customers)."""
     name = _prepare(cursor, "funnel_fold", _fold_sql(), _FOLD_PARAMETERS)
-    settings = {"enable_nestloop": "off", "plan_cache_mode": "force_generic_plan"}
-    with local_settings(cursor, settings):
+    with local_settings(cursor, _FOLD_SETTINGS):
         cursor.execute(
             f"EXECUTE {name} ({', '.join(['%s'] * len(_FOLD_PARAMETERS))})",
             [params[p] for p in _FOLD_PARAMETERS],
@@ -119,6 +118,15 @@ def _fold_pg(cursor: Any, params: dict[str, Any], result: RefreshResult) -> set[
     result.changed += written
     return set(candidates)
 
+
+#: The generic plan, with hash joins of the CTEs (see ``_fold_pg``), and every table read
+#: by index: a session's generic plan is made at its first fold, maybe while the tables
+#: hold a few rows, where reading them whole is cheaper; it must not do that at a million.
+_FOLD_SETTINGS = {
+    "enable_nestloop": "off",
+    "enable_seqscan": "off",
+    "plan_cache_mode": "force_generic_plan",
+}
 
 #: The fold's parameters, in the prepared statement's order, with their types.
 _FOLD_PARAMETERS = {

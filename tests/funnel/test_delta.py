@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
 import funnel.receivers
 from customers.hooks import Fact, announce
 from customers.models import Activity, ActivityKind, ActivitySource, Customer
 from customers.services import ActivityInput, activities_record
+from funnel._session import local_settings
 from funnel.models import Milestones, StageChange
 from funnel.services import milestones_refresh
 from tests.factories import CustomerFactory
@@ -311,3 +312,25 @@ def test_the_fold_is_prepared_once_per_session_and_text(
     assert delta_calls == [1, 1, 1, 1]
     _assert_equals_reference([third])
     assert Milestones.objects.get(customer=third).retained_at == local(2026, 3, 5, 10)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's prepared fold")
+def test_the_folds_generic_plan_reads_the_tables_by_the_ids_even_when_they_are_tiny() -> None:
+    """The generic plan is made once per session, here while the tables hold a few rows,
+    where a sequential scan is the cheaper plan; kept while they grow to a million rows
+    it would read them all at every batch. Every table is read through its index."""
+    from funnel.services import _delta
+
+    c = customer(local(2026, 3, 1, 10))
+    with transaction.atomic(), connection.cursor() as cursor:
+        name = _delta._prepare(cursor, "funnel_fold", _delta._fold_sql(), _delta._FOLD_PARAMETERS)
+        with local_settings(cursor, _delta._FOLD_SETTINGS):
+            cursor.execute(
+                f"EXPLAIN EXECUTE {name} (%s, %s, %s, %s, %s)",
+                [[c.pk], [], ["message_received"], ["touchpoint_sent"], local(2026, 3, 2, 10)],
+            )
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Seq Scan" not in plan, plan
+    # By the keys (an index scan, or a bitmap of one): the work grows with the batch.
+    for index in ("funnel_milestones_pkey", "customers_customer_pkey", "customers_activity_pkey"):
+        assert f"Index Scan on {index}" in plan or f"Index Scan using {index}" in plan, plan
