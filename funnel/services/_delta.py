@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from funnel._session import local_settings
+from funnel._session import local_settings, prepared_statement
 from funnel.models import Milestones, StageChange
 from funnel.services._refresh import milestones_refresh
 from funnel.services._sql import (
@@ -106,7 +105,7 @@ def _fold_pg(cursor: Any, params: dict[str, Any], result: RefreshResult) -> set[
     A prepared statement with its generic plan: planning the statement took 8 to 10 ms a
     batch, as long as its writes; the plan does not depend on the batch (the same hash
     joins and index scans for any number of customers)."""
-    name = _prepare(cursor, "funnel_fold", _fold_sql(), _FOLD_PARAMETERS)
+    name = prepared_statement(cursor, "funnel_fold", _fold_sql(), _FOLD_PARAMETERS)
     with local_settings(cursor, _FOLD_SETTINGS):
         cursor.execute(
             f"EXECUTE {name} ({', '.join(['%s'] * len(_FOLD_PARAMETERS))})",
@@ -158,24 +157,6 @@ def _fold_sql() -> str:
         SELECT ARRAY(SELECT customer_id FROM stored), (SELECT COUNT(*) FROM fresh),
             (SELECT COUNT(*) FROM changes), (SELECT COUNT(*) FROM written)
         """
-
-
-def _prepare(cursor: Any, prefix: str, sql: str, parameters: dict[str, str]) -> str:
-    """The name of this session's prepared statement of ``sql`` (its ``%(name)s``
-    parameters in the order and with the types of ``parameters``), prepared now if the
-    session has none yet. The name ends with a digest of the text, so that other
-    settings (another retention period is another text) get their own statement. Looked
-    up in ``pg_prepared_statements`` in the caller's transaction rather than remembered:
-    a pooler may hand the transaction another server session."""
-    text = sql
-    for number, parameter in enumerate(parameters, start=1):
-        text = text.replace(f"%({parameter})s", f"${number}")
-    text = text.replace("%%", "%")
-    name = f"{prefix}_{hashlib.sha256(text.encode()).hexdigest()[:16]}"
-    cursor.execute("SELECT 1 FROM pg_prepared_statements WHERE name = %s", [name])
-    if cursor.fetchone() is None:
-        cursor.execute(f"PREPARE {name} ({', '.join(parameters.values())}) AS {text}")
-    return name
 
 
 def milestones_add_customers(

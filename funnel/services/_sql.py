@@ -441,15 +441,20 @@ _STAGE_TIMES = {
 }
 
 
-def _candidates_sql() -> str:
-    """SELECT of the customers among ``%(ids)s`` whose stored milestone row new
+def _stored_sql() -> str:
+    """SELECT of the stored milestone rows of the customers among ``%(ids)s`` that new
     activities can be folded into: those whose acquisition time is the customer's (a
-    change of it not refreshed yet needs the full refresh)."""
+    change of it not refreshed yet needs the full refresh). Both tables by the ids."""
     milestones, customer = Milestones._meta.db_table, Customer._meta.db_table
-    return f"""SELECT m.customer_id FROM {milestones} m
+    return f"""SELECT m.* FROM {milestones} m
     JOIN {customer} c ON c.id = m.customer_id
         AND NOT (c.acquired_at {_vendor_sql()["distinct"]} m.acquired_at)
-    WHERE {_in_ids("m.customer_id", False)}"""
+    WHERE {_in_ids("m.customer_id", False)} AND {_in_ids("c.id", False)}"""
+
+
+def _candidates_sql() -> str:
+    """SELECT of the customers of :func:`_stored_sql`."""
+    return f"SELECT customer_id FROM ({_stored_sql()}) stored"
 
 
 def _delta_sql() -> str:
@@ -461,14 +466,11 @@ def _delta_sql() -> str:
 
 def _delta_ctes() -> str:
     """The CTEs of :func:`_delta_sql`, ending with ``r5`` (``_FROM_STAGES`` selects the
-    rows from it). Among them ``stored``: the stored rows of the customers among
-    ``%(ids)s`` that new activities can be folded into, those whose acquisition time is
-    the customer's (a change of it not refreshed yet needs the full refresh). Each
+    rows from it). Among them ``stored``: the rows of :func:`_stored_sql`. Each
     customer's stored row is looked up once, there, and every later part (the fold, the
     stage changes against it) joins that: PostgreSQL's delta looked each row up five
     times, and the customer twice."""
-    milestones, activity = Milestones._meta.db_table, Activity._meta.db_table
-    customer = Customer._meta.db_table
+    activity = Activity._meta.db_table
     if connection.vendor == "postgresql":
         in_activities = "a.id = ANY(%(activities)s)"
         # Materialized: the new activities, found by their ids, and the stored rows,
@@ -484,12 +486,7 @@ def _delta_ctes() -> str:
     SELECT a.customer_id, a.kind, a.occurred_at FROM {activity} a
     WHERE {in_activities} AND {_in_ids("a.customer_id", False)} AND {_engaged_only()}
 ),
-stored AS {materialized}(
-    SELECT m.* FROM {milestones} m
-    JOIN {customer} c ON c.id = m.customer_id
-        AND NOT (c.acquired_at {_vendor_sql()["distinct"]} m.acquired_at)
-    WHERE {_in_ids("m.customer_id", False)} AND {_in_ids("c.id", False)}
-),
+stored AS {materialized}({_stored_sql()}),
 new AS (
     SELECT a.customer_id,
         {_activity_aggregates("s.acquired_at")}

@@ -19,7 +19,7 @@ import funnel.receivers
 from customers.hooks import Fact, announce
 from customers.models import Activity, ActivityKind, ActivitySource, Customer
 from customers.services import ActivityInput, activities_record
-from funnel._session import local_settings
+from funnel._session import local_settings, prepared_statement
 from funnel.models import Milestones, StageChange
 from funnel.services import milestones_refresh
 from tests.factories import CustomerFactory
@@ -323,7 +323,9 @@ def test_the_folds_generic_plan_reads_the_tables_by_the_ids_even_when_they_are_t
 
     c = customer(local(2026, 3, 1, 10))
     with transaction.atomic(), connection.cursor() as cursor:
-        name = _delta._prepare(cursor, "funnel_fold", _delta._fold_sql(), _delta._FOLD_PARAMETERS)
+        name = prepared_statement(
+            cursor, "funnel_fold", _delta._fold_sql(), _delta._FOLD_PARAMETERS
+        )
         with local_settings(cursor, _delta._FOLD_SETTINGS):
             cursor.execute(
                 f"EXPLAIN EXECUTE {name} (%s, %s, %s, %s, %s)",
