@@ -17,6 +17,7 @@ from funnel.services._sql import (
     _MILESTONE_COLUMNS,
     CHUNK,
     _differs,
+    _first_stage_changes_sql,
     _fresh_paid_sql,
     _fresh_sql,
     _in_ids,
@@ -126,9 +127,9 @@ def _write_fresh(cursor: Any, now: datetime, result: RefreshResult, *, empty: bo
     if connection.vendor == "postgresql" and fresh_rows > 50_000:
         # A temporary table has no statistics; the joins below need them at scale.
         cursor.execute(f"ANALYZE {_FRESH}")
+    changes = _first_stage_changes_sql(_FRESH) if empty else _stage_changes_sql(_FRESH, milestones)
     cursor.execute(
-        f"INSERT INTO {StageChange._meta.db_table} "
-        f"({_STAGE_CHANGE_COLUMNS}) {_stage_changes_sql(_FRESH, milestones)}",
+        f"INSERT INTO {StageChange._meta.db_table} ({_STAGE_CHANGE_COLUMNS}) {changes}",
         {"now": now},
     )
     result.stage_changes += max(cursor.rowcount, 0)
