@@ -524,9 +524,9 @@ def _stage_changes_sql(fresh: str, stored: str) -> str:
 
 def _first_stage_changes_sql(fresh: str) -> str:
     """:func:`_stage_changes_sql` from no stored row at all (a rebuild into empty tables):
-    each stage entered, one SELECT per stage. The general statement joins every fresh
-    row to the four steps and to the (empty) stored rows: 1.0 s of a rebuild's 1.6 s of
-    stage changes at a million customers."""
+    each stage entered, one SELECT per stage, instead of a join of every fresh row to
+    the four steps and to the (empty) stored rows: at a million customers the statement
+    went from 1.64 to 1.45 s (EXPLAIN ANALYZE, 1,177,703 changes)."""
     return "\nUNION ALL\n".join(
         f"SELECT customer_id, {k - 1}, {k}, {column}, %(now)s FROM {fresh} WHERE stage >= {k}"
         for k, column in _STAGE_TIMES.items()

