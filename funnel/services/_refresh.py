@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from funnel._session import local_settings
 from funnel.models import Milestones, PaidPeriod, StageChange
+from funnel.services._beside import PaidPeriodsBeside
 from funnel.services._rebuild import _refresh_everyone_pg
 from funnel.services._sql import CHUNK, _factless_update_sql, _params
 from funnel.services._write import (
@@ -40,12 +41,31 @@ def milestones_refresh(
 
 
 def milestones_rebuild(*, reset: bool = False, now: datetime | None = None) -> RefreshResult:
-    """``rebuild_funnel``: the full refresh of everyone, in the caller's transaction; with
-    ``reset``, from empty tables (the stage history re-derived: one change per stage
-    entered, at the time it was reached)."""
+    """``rebuild_funnel``: the full refresh of everyone, in one transaction (the caller's,
+    if one is open); with ``reset``, from empty tables (the stage history re-derived: one
+    change per stage entered, at the time it was reached).
+
+    Outside any transaction on PostgreSQL, a rebuild into empty tables has a second
+    connection build the paid periods meanwhile (``_beside``): a caller's transaction
+    could hold facts that connection would not see."""
+    now = now or timezone.now()
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return _rebuild_here(reset, now)
+    beside = PaidPeriodsBeside()
+    result = RefreshResult()
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            _refresh_everyone_pg(cursor, now, result, reset=reset, beside=beside)
+    except BaseException:
+        # Now that this transaction is over: the new table may have been locked by it.
+        beside.discard()
+        raise
+    return result
+
+
+def _rebuild_here(reset: bool, now: datetime) -> RefreshResult:
     if not reset:
         return milestones_refresh(now=now)
-    now = now or timezone.now()
     result = RefreshResult()
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":

@@ -85,15 +85,24 @@ _FEW_SETTINGS = {"jit": "off", "max_parallel_workers_per_gather": "0"}
 
 
 def _refresh_through_temp(
-    cursor: Any, ids: list[int] | None, now: datetime, result: RefreshResult, *, empty: bool
+    cursor: Any,
+    ids: list[int] | None,
+    now: datetime,
+    result: RefreshResult,
+    *,
+    empty: bool,
+    paid: bool = True,
 ) -> None:
+    """Recompute and write these customers' (everyone's) milestone rows and stage changes,
+    and their paid periods unless ``paid`` is false (a rebuild builds them beside)."""
     params = _params(ids)
     # The fresh rows land in a temporary table first so that the stage changes can be
     # read against the stored rows before these are overwritten.
     cursor.execute(f"DROP TABLE IF EXISTS {_FRESH}")
     _create_temp(cursor, _FRESH, _fresh_sql(all_customers=ids is None), params, ids)
     _write_fresh(cursor, now, result, empty=empty)
-    _sync_paid_periods(cursor, ids, params, empty=empty)
+    if paid:
+        _sync_paid_periods(cursor, ids, params, empty=empty)
 
 
 def _create_temp(
@@ -157,12 +166,21 @@ def paid_periods_refresh_everyone() -> None:
         _sync_paid_periods(cursor, None, _params(None), empty=False)
 
 
+def paid_periods_into(cursor: Any, table: str) -> None:
+    """Write everyone's paid periods into ``table``, empty, of ``PaidPeriod``'s columns."""
+    _sync_paid_periods(cursor, None, _params(None), empty=True, table=table)
+
+
 def _sync_paid_periods(
-    cursor: Any, ids: list[int] | None, params: dict[str, Any], *, empty: bool
+    cursor: Any,
+    ids: list[int] | None,
+    params: dict[str, Any],
+    *,
+    empty: bool,
+    table: str = PaidPeriod._meta.db_table,
 ) -> None:
     """Bring these customers' (everyone's) ``PaidPeriod`` rows in step with their paid
     orders, writing only the rows that differ (an unchanged refresh writes none)."""
-    table = PaidPeriod._meta.db_table
     columns = "customer_id, acquired_at, days, n, amount"
     fresh = _fresh_paid_sql(all_customers=ids is None)
     if empty and connection.vendor != "postgresql":

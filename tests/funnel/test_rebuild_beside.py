@@ -1,0 +1,171 @@
+"""``rebuild_funnel`` outside any transaction on PostgreSQL: the paid periods are built by
+a second connection into a new table, which the rebuild's transaction puts in place of
+the old one (``funnel.services._beside``). The rows must be those of the one-transaction
+rebuild, the table the same (keys, indexes, storage parameters, grants), and a failure on
+either side must leave the old tables and no new one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from funnel.models import REACHED_FIELDS, Milestones, PaidPeriod, Stage, StageChange
+from funnel.services import _beside
+from funnel.services._beside import SHADOW, PaidPeriodsBeside
+from tests.funnel.random_world import build_random_world
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's rebuild"),
+]
+
+COLUMNS = [f.attname for f in Milestones._meta.concrete_fields]
+PAID = PaidPeriod._meta.db_table
+
+
+class _Sink:
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def _milestones() -> list[dict[str, Any]]:
+    return list(Milestones.objects.order_by("customer_id").values(*COLUMNS))
+
+
+def _paid_periods() -> list[tuple[Any, ...]]:
+    return sorted(
+        PaidPeriod.objects.values_list("customer_id", "acquired_at", "days", "n", "amount")
+    )
+
+
+def _history() -> list[tuple[Any, ...]]:
+    return sorted(StageChange.objects.values_list("customer_id", "from_stage", "to_stage", "at"))
+
+
+def _table_shape() -> tuple[Any, ...]:
+    """The paid periods' table as the catalog has it: indexes, keys, checks, options, ACL."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s ORDER BY 1", [PAID]
+        )
+        indexes = cursor.fetchall()
+        cursor.execute(
+            "SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = %s::regclass ORDER BY 1",
+            [PAID],
+        )
+        constraints = cursor.fetchall()
+        cursor.execute("SELECT reloptions, relacl FROM pg_class WHERE oid = %s::regclass", [PAID])
+        options, acl = cursor.fetchone()
+    return indexes, constraints, options, acl
+
+
+def _shadow_exists() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [SHADOW])
+        return bool(cursor.fetchone()[0])
+
+
+@pytest.fixture
+def world() -> Any:
+    # Committed (a transactional test): the second connection must see it.
+    world = build_random_world(20_261_207)
+    yield world
+    _beside.drop_leftover()
+
+
+@pytest.fixture
+def dressed_table() -> Any:
+    """The paid periods' table with a storage parameter and a grant a rebuild must keep;
+    undone after the test (the table outlives it)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {PAID} SET (fillfactor = 90)")
+        cursor.execute(f"GRANT SELECT ON {PAID} TO PUBLIC")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {PAID} RESET (fillfactor)")
+        cursor.execute(f"REVOKE SELECT ON {PAID} FROM PUBLIC")
+
+
+def test_reset_rebuild_builds_the_paid_periods_beside_with_the_same_rows_and_table(
+    world: Any, dressed_table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    incremental, paid, shape = _milestones(), _paid_periods(), _table_shape()
+    assert paid and shape[2] == ["fillfactor=90"] and "=r/" in str(shape[3])
+    started = []
+    original_start = PaidPeriodsBeside.start
+
+    def start(self: PaidPeriodsBeside, fill: Any) -> None:
+        started.append(fill)
+        original_start(self, fill)
+
+    monkeypatch.setattr(PaidPeriodsBeside, "start", start)
+    with connection.cursor() as cursor:
+        # A table of that name left over by a crash is replaced.
+        cursor.execute(f"CREATE TABLE {SHADOW} (leftover int)")
+
+    call_command("rebuild_funnel", "--reset", stdout=_Sink())
+
+    assert started, "the paid periods were not built beside"
+    assert _milestones() == incremental
+    assert _paid_periods() == paid
+    assert _table_shape() == shape
+    assert not _shadow_exists()
+    expected = sorted(
+        (row["customer_id"], k - 1, k, row[REACHED_FIELDS[Stage(k)]])
+        for row in incremental
+        for k in range(2, row["stage"] + 1)
+    )
+    assert _history() == expected
+    # And the rebuilt table serves the incremental path (its key is the conflict target).
+    call_command("rebuild_funnel", stdout=_Sink())
+    assert _paid_periods() == paid
+
+
+def test_a_rebuild_failing_after_the_new_table_was_committed_leaves_the_old_tables(
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    incremental, paid, history, shape = _milestones(), _paid_periods(), _history(), _table_shape()
+    committed = []
+
+    def finish(self: PaidPeriodsBeside, cursor: Any) -> None:
+        assert self._future is not None
+        self._future.result()  # the new table is committed
+        committed.append(_shadow_exists())
+        raise RuntimeError("the rebuild fails here")
+
+    monkeypatch.setattr(PaidPeriodsBeside, "finish", finish)
+    with pytest.raises(RuntimeError, match="fails here"):
+        call_command("rebuild_funnel", "--reset", stdout=_Sink())
+
+    assert committed == [True]
+    assert not _shadow_exists()
+    assert (_milestones(), _paid_periods(), _history(), _table_shape()) == (
+        incremental,
+        paid,
+        history,
+        shape,
+    )
+
+
+def test_a_failing_second_connection_fails_the_rebuild_and_leaves_the_old_tables(
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    incremental, paid, history = _milestones(), _paid_periods(), _history()
+
+    def fill(cursor: Any, table: str) -> None:
+        cursor.execute(f"INSERT INTO {table} SELECT * FROM {PAID}")
+        raise RuntimeError("the paid periods fail")
+
+    monkeypatch.setattr("funnel.services._rebuild.paid_periods_into", fill)
+    with pytest.raises(RuntimeError, match="paid periods fail"):
+        call_command("rebuild_funnel", "--reset", stdout=_Sink())
+
+    assert not _shadow_exists()
+    assert (_milestones(), _paid_periods(), _history()) == (incremental, paid, history)
