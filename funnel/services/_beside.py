@@ -14,6 +14,10 @@ The second connection reads the orders after the rebuild holds its exclusive loc
 refresh of any customer waits for it), like each of the rebuild's own statements, which
 take their snapshots one by one too (READ COMMITTED). If the rebuild fails after the new
 table was committed, it is dropped; the next rebuild drops one left over by a crash.
+
+``LIKE ... INCLUDING ALL`` and the statements here carry over the columns, defaults,
+checks, keys, indexes, storage parameters and grants; not triggers, policies,
+publications or per-column statistics targets, which this project does not define.
 """
 
 from __future__ import annotations
@@ -108,6 +112,10 @@ def _build(fill: Callable[[Any, str], None]) -> _Definition:
     try:
         other.set_autocommit(False)
         with other.cursor() as cursor:
+            # The rebuild waits for this connection outside the server's sight: a wait for
+            # a lock here must end (in an error that fails the rebuild) instead of
+            # hanging in a deadlock the server cannot see.
+            cursor.execute("SET LOCAL lock_timeout = '1min'")
             definition = _definition(cursor)
             cursor.execute(f"DROP TABLE IF EXISTS {SHADOW}")
             # Columns, defaults, checks, storage and comments now; the keys and indexes
