@@ -65,10 +65,6 @@ class PaidPeriodsBeside:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="funnel-paid")
         self._future = self._executor.submit(_build, fill)
 
-    @property
-    def started(self) -> bool:
-        return self._future is not None
-
     def finish(self, cursor: Any) -> None:
         """Wait for the build (re-raising what it raised), then replace the live table by
         the new one in the caller's transaction."""

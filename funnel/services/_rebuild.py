@@ -46,13 +46,14 @@ def _refresh_everyone_pg(
         )
         empty = not cursor.fetchone()[0]
     _serialize(cursor, None)
-    if empty and beside is not None:
+    beside = beside if empty else None
+    tables = [Milestones._meta.db_table, StageChange._meta.db_table]
+    if beside is None:
+        tables.append(paid)
+    else:
         # Before this transaction locks the paid periods' table: the second connection
         # reads its definition.
         beside.start(paid_periods_into)
-    tables = [Milestones._meta.db_table, StageChange._meta.db_table]
-    if not (empty and beside is not None):
-        tables.append(paid)
     with local_settings(cursor, _FULL_SETTINGS):
         if reset:
             # TRUNCATE: a million rows' DELETE took 5 s, and left them to vacuum.
@@ -60,15 +61,16 @@ def _refresh_everyone_pg(
         elif not empty:
             _drop_orphans(cursor)
         restore = _drop_keys_and_indexes(cursor, tables) if empty else []
-        _refresh_through_temp(cursor, None, now, result, empty=empty, paid=paid in tables)
+        _refresh_through_temp(cursor, None, now, result, empty=empty, paid=beside is None)
         for statement in restore:
             cursor.execute(statement)
         if empty:
-            # The reports plan from statistics; a rebuilt table must not wait for autovacuum.
-            for table in tables:
-                if table != StageChange._meta.db_table:
-                    cursor.execute(f"ANALYZE {table}")
-    if empty and beside is not None:
+            # The reports plan from statistics; a rebuilt table must not wait for autovacuum
+            # (the second connection analyzes its own).
+            cursor.execute(f"ANALYZE {Milestones._meta.db_table}")
+            if beside is None:
+                cursor.execute(f"ANALYZE {paid}")
+    if beside is not None:
         beside.finish(cursor)
 
 
