@@ -308,9 +308,9 @@ base AS (
 # value. The activities' aggregate of a rebuild: 3.0-3.8 → 2.7-2.8 s in one process; the
 # rebuild's parallel statement of the milestone rows 3.21-3.36 → 3.15-3.24 s, CPU the
 # rebuild's second connection can use (alternating runs, the same results). Not NUMERIC
-# microseconds (EXTRACT returns NUMERIC). A timestamptz difference is whole days plus under a day (justified), so for a
-# non-negative one floor(elapsed / n days) is floor(its days / n). SQLite computes
-# integer microseconds.
+# microseconds (EXTRACT returns NUMERIC). A timestamptz difference is whole days plus
+# under a day (justified), so for a non-negative one floor(elapsed / n days) is
+# floor(its days / n). SQLite computes integer microseconds.
 
 
 def _since_at_least(us: int, at: str, acq: str) -> str:
