@@ -175,9 +175,10 @@ def _definition(cursor: Any) -> _Definition:
         """
         SELECT array_to_string(c.reloptions, ', '),
             ARRAY(
-                SELECT format('GRANT %%s ON %%I TO %%s', a.privilege_type, c.relname,
+                SELECT format('GRANT %%s ON %%I TO %%s%%s', a.privilege_type, c.relname,
                     CASE WHEN a.grantee = 0 THEN 'PUBLIC'
-                         ELSE quote_ident(pg_get_userbyid(a.grantee)) END)
+                         ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+                    CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
                 FROM aclexplode(c.relacl) a WHERE a.grantee <> c.relowner
             )
         FROM pg_class c WHERE c.oid = %(live)s::regclass

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 
 from funnel.models import REACHED_FIELDS, Milestones, PaidPeriod, Stage, StageChange
 from funnel.services import _beside
@@ -169,3 +169,19 @@ def test_a_failing_second_connection_fails_the_rebuild_and_leaves_the_old_tables
 
     assert not _shadow_exists()
     assert (_milestones(), _paid_periods(), _history()) == (incremental, paid, history)
+
+
+def test_inside_a_callers_transaction_the_rebuild_stays_on_one_connection(
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second connection would not see what the caller's transaction wrote."""
+    incremental, paid = _milestones(), _paid_periods()
+
+    def start(self: PaidPeriodsBeside, fill: Any) -> None:
+        raise AssertionError("a second connection inside a caller's transaction")
+
+    monkeypatch.setattr(PaidPeriodsBeside, "start", start)
+    with transaction.atomic():
+        call_command("rebuild_funnel", "--reset", stdout=_Sink())
+    assert (_milestones(), _paid_periods()) == (incremental, paid)
+    assert not _shadow_exists()
