@@ -1,11 +1,11 @@
 """A rebuild's paid periods built beside its milestones, by a second connection
 (PostgreSQL, ``rebuild_funnel`` into empty tables, outside any caller's transaction).
 
-A rebuild into empty tables spends about half its time in statements that keep one core
-busy: inserting rows and building indexes. The paid periods depend on the orders alone,
-not on the milestones, so a second connection builds them meanwhile into a new table of
-the same definition (``funnel_paidperiod_next``) with its keys, indexes and statistics,
-and commits it under that name, which nothing reads. The rebuild's own transaction then
+A rebuild into empty tables spends about half its time writing rows and building indexes,
+work that leaves one of two cores idle much of the time. The paid periods depend on the
+orders alone, not on the milestones, so a second connection builds them meanwhile into a
+new table of the same definition (``funnel_paidperiod_next``) with its keys, indexes and
+statistics, and commits it under that name, which nothing reads. The rebuild's own transaction then
 drops the old table and gives the new one its name, and its keys and indexes theirs:
 readers see the old paid periods or the new ones, never a mix, as when one transaction
 wrote them. Only the old table's last moment is locked, not the whole rebuild.
