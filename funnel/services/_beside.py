@@ -22,7 +22,6 @@ publications or per-column statistics targets, which this project does not defin
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +30,12 @@ from django.db import DEFAULT_DB_ALIAS, connections
 
 from funnel._session import local_settings
 from funnel.models import PaidPeriod
-from funnel.services._write import _FULL_SETTINGS
+from funnel.services._write import (
+    _FULL_SETTINGS,
+    KeyOrIndex,
+    keys_and_indexes,
+    paid_periods_into,
+)
 
 #: The table the second connection builds; its keys and indexes are named after it.
 SHADOW = f"{PaidPeriod._meta.db_table}_next"
@@ -39,15 +43,16 @@ SHADOW = f"{PaidPeriod._meta.db_table}_next"
 
 @dataclass
 class _Definition:
-    """What makes the new table the live one's twin: its storage parameters, the
-    statements of its keys and indexes under new names, the names to give back, and the
-    live table's grants."""
+    """What makes the new table the live one's twin besides ``LIKE``: its storage
+    parameters, its keys and indexes (made under new names, given theirs back), and its
+    grants."""
 
     options: str = ""
-    keys_and_indexes: list[str] = field(default_factory=list)
-    constraints: list[tuple[str, str]] = field(default_factory=list)  # (new name, live name)
-    indexes: list[tuple[str, str]] = field(default_factory=list)
+    keys_and_indexes: list[KeyOrIndex] = field(default_factory=list)
     grants: list[str] = field(default_factory=list)
+
+    def new_name(self, number: int) -> str:
+        return f"{SHADOW}_{number}"
 
 
 class PaidPeriodsBeside:
@@ -59,11 +64,10 @@ class PaidPeriodsBeside:
         self._executor: ThreadPoolExecutor | None = None
         self._future: Future[_Definition] | None = None
 
-    def start(self, fill: Callable[[Any, str], None]) -> None:
-        """Build the new table: ``fill(cursor, table)`` writes its rows, in the second
-        connection's transaction, with a full refresh's settings."""
+    def start(self) -> None:
+        """Build the new table, in the second connection's transaction."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="funnel-paid")
-        self._future = self._executor.submit(_build, fill)
+        self._future = self._executor.submit(_build)
 
     def finish(self, cursor: Any) -> None:
         """Wait for the build (re-raising what it raised), then replace the live table by
@@ -76,11 +80,13 @@ class PaidPeriodsBeside:
         live = PaidPeriod._meta.db_table
         cursor.execute(f"DROP TABLE {live}")
         cursor.execute(f"ALTER TABLE {SHADOW} RENAME TO {live}")
-        for new, old in definition.constraints:
+        for number, found in enumerate(definition.keys_and_indexes):
+            new = definition.new_name(number)
             # Renaming a key renames the index behind it.
-            cursor.execute(f'ALTER TABLE {live} RENAME CONSTRAINT "{new}" TO "{old}"')
-        for new, old in definition.indexes:
-            cursor.execute(f'ALTER INDEX "{new}" RENAME TO "{old}"')
+            if found.is_key:
+                cursor.execute(f'ALTER TABLE {live} RENAME CONSTRAINT "{new}" TO "{found.name}"')
+            else:
+                cursor.execute(f'ALTER INDEX "{new}" RENAME TO "{found.name}"')
         for grant in definition.grants:
             cursor.execute(grant)
 
@@ -103,7 +109,7 @@ def drop_leftover() -> None:
         other.close()
 
 
-def _build(fill: Callable[[Any, str], None]) -> _Definition:
+def _build() -> _Definition:
     other = connections.create_connection(DEFAULT_DB_ALIAS)
     try:
         other.set_autocommit(False)
@@ -123,9 +129,9 @@ def _build(fill: Callable[[Any, str], None]) -> _Definition:
             if definition.options:
                 cursor.execute(f"ALTER TABLE {SHADOW} SET ({definition.options})")
             with local_settings(cursor, _FULL_SETTINGS):
-                fill(cursor, SHADOW)
-                for statement in definition.keys_and_indexes:
-                    cursor.execute(statement)
+                paid_periods_into(cursor, SHADOW)
+                for number, found in enumerate(definition.keys_and_indexes):
+                    cursor.execute(found.create(SHADOW, definition.new_name(number)))
                 cursor.execute(f"ANALYZE {SHADOW}")
         other.commit()
         return definition
@@ -139,38 +145,6 @@ def _build(fill: Callable[[Any, str], None]) -> _Definition:
 
 def _definition(cursor: Any) -> _Definition:
     live = PaidPeriod._meta.db_table
-    found = _Definition()
-    cursor.execute(
-        """
-        SELECT c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c
-        WHERE c.conrelid = %(live)s::regclass AND c.contype IN ('p', 'u')
-        ORDER BY c.conname
-        """,
-        {"live": live},
-    )
-    for number, (name, definition) in enumerate(cursor.fetchall()):
-        new = f"{SHADOW}_key{number}"
-        found.keys_and_indexes.append(f'ALTER TABLE {SHADOW} ADD CONSTRAINT "{new}" {definition}')
-        found.constraints.append((new, name))
-    # An index's definition from its method on: "USING btree (...) [INCLUDE (...)]
-    # [WHERE ...]" (pg_get_indexdef names the table qualified, and ours has no " USING ").
-    cursor.execute(
-        """
-        SELECT i.relname, x.indisunique,
-            substring(pg_get_indexdef(x.indexrelid) FROM ' USING .*$')
-        FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
-        WHERE x.indrelid = %(live)s::regclass
-            AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
-        ORDER BY i.relname
-        """,
-        {"live": live},
-    )
-    for number, (name, unique, method_on) in enumerate(cursor.fetchall()):
-        new = f"{SHADOW}_idx{number}"
-        found.keys_and_indexes.append(
-            f'CREATE {"UNIQUE " if unique else ""}INDEX "{new}" ON {SHADOW}{method_on}'
-        )
-        found.indexes.append((new, name))
     cursor.execute(
         """
         SELECT array_to_string(c.reloptions, ', '),
@@ -186,6 +160,6 @@ def _definition(cursor: Any) -> _Definition:
         {"live": live},
     )
     options, grants = cursor.fetchone()
-    found.options = options or ""
-    found.grants = list(grants)
-    return found
+    return _Definition(
+        options=options or "", keys_and_indexes=keys_and_indexes(cursor, live), grants=grants
+    )

@@ -14,7 +14,7 @@ from funnel.services._write import (
     _drop_orphans,
     _refresh_through_temp,
     _serialize,
-    paid_periods_into,
+    keys_and_indexes,
 )
 
 
@@ -53,7 +53,7 @@ def _refresh_everyone_pg(
     else:
         # Before this transaction locks the paid periods' table: the second connection
         # reads its definition.
-        beside.start(paid_periods_into)
+        beside.start()
     with local_settings(cursor, _FULL_SETTINGS):
         if reset:
             # TRUNCATE: a million rows' DELETE took 5 s, and left them to vacuum.
@@ -77,23 +77,9 @@ def _refresh_everyone_pg(
 def _drop_keys_and_indexes(cursor: Any, tables: list[str]) -> list[str]:
     """Drop the keys (primary, unique) and the indexes of these tables; returns the
     statements that re-create them exactly (names and definitions)."""
-    cursor.execute(
-        """
-        SELECT format('ALTER TABLE %%s DROP CONSTRAINT %%I', c.conrelid::regclass, c.conname),
-            format('ALTER TABLE %%s ADD CONSTRAINT %%I %%s', c.conrelid::regclass, c.conname,
-                   pg_get_constraintdef(c.oid))
-        FROM pg_constraint c
-        WHERE c.conrelid = ANY(%(tables)s::regclass[]) AND c.contype IN ('p', 'u')
-        UNION ALL
-        SELECT format('DROP INDEX %%s', x.indexrelid::regclass), pg_get_indexdef(x.indexrelid)
-        FROM pg_index x
-        WHERE x.indrelid = ANY(%(tables)s::regclass[])
-            AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
-        ORDER BY 1
-        """,
-        {"tables": tables},
-    )
-    rows = cursor.fetchall()
-    for drop, _create in rows:
-        cursor.execute(drop)
-    return [create for _drop, create in rows]
+    restore = []
+    for table in tables:
+        for found in keys_and_indexes(cursor, table):
+            cursor.execute(found.drop(table))
+            restore.append(found.create(table))
+    return restore

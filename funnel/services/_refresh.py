@@ -49,31 +49,24 @@ def milestones_rebuild(*, reset: bool = False, now: datetime | None = None) -> R
     connection build the paid periods meanwhile (``_beside``): a caller's transaction
     could hold facts that connection would not see."""
     now = now or timezone.now()
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
-        return _rebuild_here(reset, now)
-    beside = PaidPeriodsBeside()
     result = RefreshResult()
+    if connection.vendor != "postgresql":
+        if not reset:
+            return milestones_refresh(now=now)
+        with transaction.atomic():
+            for model in (StageChange, PaidPeriod, Milestones):
+                model.objects.all().delete()
+            _refresh(None, now, result)
+        return result
+    beside = None if connection.in_atomic_block else PaidPeriodsBeside()
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             _refresh_everyone_pg(cursor, now, result, reset=reset, beside=beside)
     except BaseException:
-        # Now that this transaction is over: the new table may have been locked by it.
-        beside.discard()
+        if beside is not None:
+            # Now that this transaction is over: the new table may have been locked by it.
+            beside.discard()
         raise
-    return result
-
-
-def _rebuild_here(reset: bool, now: datetime) -> RefreshResult:
-    if not reset:
-        return milestones_refresh(now=now)
-    result = RefreshResult()
-    with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            _refresh_everyone_pg(cursor, now, result, reset=True)
-        else:
-            for model in (StageChange, PaidPeriod, Milestones):
-                model.objects.all().delete()
-            _refresh(None, now, result)
     return result
 
 

@@ -237,6 +237,51 @@ def _drop_orphans(cursor: Any) -> None:
             )
 
 
+@dataclass(frozen=True)
+class KeyOrIndex:
+    """A table's key (primary or unique constraint) or other index, as the catalog has it:
+    enough to drop it and to make it again, on that table or on a twin of it."""
+
+    name: str
+    is_key: bool
+    unique: bool
+    # A key's definition ("PRIMARY KEY (...)"); an index's from its method on ("USING
+    # btree (...) [INCLUDE (...)] [WHERE ...]": pg_get_indexdef names the table
+    # qualified, and ours have no " USING ").
+    body: str
+
+    def create(self, table: str, name: str | None = None) -> str:
+        name = name or self.name
+        if self.is_key:
+            return f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {self.body}'
+        return f'CREATE {"UNIQUE " if self.unique else ""}INDEX "{name}" ON {table}{self.body}'
+
+    def drop(self, table: str) -> str:
+        if self.is_key:
+            return f'ALTER TABLE {table} DROP CONSTRAINT "{self.name}"'
+        return f'DROP INDEX "{self.name}"'
+
+
+def keys_and_indexes(cursor: Any, table: str) -> list[KeyOrIndex]:
+    """The keys, then the other indexes, of ``table`` (PostgreSQL)."""
+    cursor.execute(
+        """
+        SELECT c.conname, TRUE, TRUE, pg_get_constraintdef(c.oid)
+        FROM pg_constraint c
+        WHERE c.conrelid = %(table)s::regclass AND c.contype IN ('p', 'u')
+        UNION ALL
+        SELECT i.relname, FALSE, x.indisunique,
+            substring(pg_get_indexdef(x.indexrelid) FROM ' USING .*$')
+        FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+        WHERE x.indrelid = %(table)s::regclass
+            AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
+        ORDER BY 2 DESC, 1
+        """,
+        {"table": table},
+    )
+    return [KeyOrIndex(*row) for row in cursor.fetchall()]
+
+
 def _count(cursor: Any, table: str) -> int:
     cursor.execute(f"SELECT COUNT(*) FROM {table}")
     return int(cursor.fetchone()[0])

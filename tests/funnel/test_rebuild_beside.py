@@ -101,9 +101,9 @@ def test_reset_rebuild_builds_the_paid_periods_beside_with_the_same_rows_and_tab
     started = []
     original_start = PaidPeriodsBeside.start
 
-    def start(self: PaidPeriodsBeside, fill: Any) -> None:
-        started.append(fill)
-        original_start(self, fill)
+    def start(self: PaidPeriodsBeside) -> None:
+        started.append(self)
+        original_start(self)
 
     monkeypatch.setattr(PaidPeriodsBeside, "start", start)
     with connection.cursor() as cursor:
@@ -163,7 +163,7 @@ def test_a_failing_second_connection_fails_the_rebuild_and_leaves_the_old_tables
         cursor.execute(f"INSERT INTO {table} SELECT * FROM {PAID}")
         raise RuntimeError("the paid periods fail")
 
-    monkeypatch.setattr("funnel.services._rebuild.paid_periods_into", fill)
+    monkeypatch.setattr("funnel.services._beside.paid_periods_into", fill)
     with pytest.raises(RuntimeError, match="paid periods fail"):
         call_command("rebuild_funnel", "--reset", stdout=_Sink())
 
@@ -177,7 +177,7 @@ def test_inside_a_callers_transaction_the_rebuild_stays_on_one_connection(
     """The second connection would not see what the caller's transaction wrote."""
     incremental, paid = _milestones(), _paid_periods()
 
-    def start(self: PaidPeriodsBeside, fill: Any) -> None:
+    def start(self: PaidPeriodsBeside) -> None:
         raise AssertionError("a second connection inside a caller's transaction")
 
     monkeypatch.setattr(PaidPeriodsBeside, "start", start)
