@@ -265,6 +265,27 @@ def test_a_customer_with_only_system_activities_in_a_batch_keeps_the_row(
     assert Milestones.objects.get(customer=engaged).retained_at == local(2026, 3, 20, 10)
 
 
+def test_the_fold_takes_only_the_given_customers_activities() -> None:
+    from funnel.services import milestones_add_activities
+
+    given, other = customer(local(2026, 3, 1, 10)), customer(local(2026, 3, 2, 10))
+    at = local(2026, 3, 20, 10)
+    # Stored without announcing them (as a caller would have before folding them in).
+    mine, theirs = (
+        Activity.objects.create(
+            customer=c, kind=ActivityKind.PAGE_VIEWED, occurred_at=at, idempotency_key=key
+        )
+        for c, key in ((given, "fold-mine"), (other, "fold-theirs"))
+    )
+    result = milestones_add_activities(customer_ids=[given.pk], activity_ids=[mine.pk, theirs.pk])
+    # The other customer's activity is not folded into a row this call did not lock.
+    assert (result.customers, result.changed) == (1, 1)
+    assert Milestones.objects.get(customer=given).retained_at == at
+    assert Milestones.objects.get(customer=other).retained_at is None
+    milestones_refresh(customer_ids=[other.pk])
+    assert Milestones.objects.get(customer=other).retained_at == at
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's prepared fold")
 def test_the_fold_is_prepared_once_per_session_and_text(
     delta_calls: list[int], settings: Any
