@@ -15,44 +15,29 @@ refresh of any customer waits for it), like each of the rebuild's own statements
 take their snapshots one by one too (READ COMMITTED). If the rebuild fails after the new
 table was committed, it is dropped; the next rebuild drops one left over by a crash.
 
-``LIKE ... INCLUDING ALL`` and the statements here carry over the columns, defaults,
-checks, keys, indexes, storage parameters and grants; not triggers, policies,
-publications or per-column statistics targets, which this project does not define.
+``LIKE ... INCLUDING ALL`` and the live table's definition (``_twin``) carry over the
+columns, defaults, checks, keys, indexes, storage parameters, owner and grants.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from funnel._session import local_settings
 from funnel.models import PaidPeriod
-from funnel.services._write import (
-    _FULL_SETTINGS,
-    KeyOrIndex,
-    keys_and_indexes,
-    paid_periods_into,
-)
+from funnel.services._twin import Definition
+from funnel.services._write import _FULL_SETTINGS, paid_periods_into
 
 #: The table the second connection builds; its keys and indexes are named after it.
 SHADOW = f"{PaidPeriod._meta.db_table}_next"
 
 
-@dataclass
-class _Definition:
-    """What makes the new table the live one's twin besides ``LIKE``: its storage
-    parameters, its keys and indexes (made under new names, given theirs back), and its
-    grants."""
-
-    options: str = ""
-    keys_and_indexes: list[KeyOrIndex] = field(default_factory=list)
-    grants: list[str] = field(default_factory=list)
-
-    def new_name(self, number: int) -> str:
-        return f"{SHADOW}_{number}"
+def _new_name(number: int) -> str:
+    """The name of the live table's key or index ``number`` on the new table."""
+    return f"{SHADOW}_{number}"
 
 
 class PaidPeriodsBeside:
@@ -62,7 +47,7 @@ class PaidPeriodsBeside:
 
     def __init__(self) -> None:
         self._executor: ThreadPoolExecutor | None = None
-        self._future: Future[_Definition] | None = None
+        self._future: Future[Definition] | None = None
 
     def start(self) -> None:
         """Build the new table, in the second connection's transaction."""
@@ -77,18 +62,14 @@ class PaidPeriodsBeside:
             definition = self._future.result()
         finally:
             self._executor.shutdown()
-        live = PaidPeriod._meta.db_table
-        cursor.execute(f"DROP TABLE {live}")
-        cursor.execute(f"ALTER TABLE {SHADOW} RENAME TO {live}")
-        for number, found in enumerate(definition.keys_and_indexes):
-            new = definition.new_name(number)
-            # Renaming a key renames the index behind it.
-            if found.is_key:
-                cursor.execute(f'ALTER TABLE {live} RENAME CONSTRAINT "{new}" TO "{found.name}"')
-            else:
-                cursor.execute(f'ALTER INDEX "{new}" RENAME TO "{found.name}"')
-        for grant in definition.grants:
-            cursor.execute(grant)
+        definition.take_place(
+            cursor,
+            SHADOW,
+            renamed={
+                found.name: _new_name(number)
+                for number, found in enumerate(definition.keys_and_indexes)
+            },
+        )
 
     def discard(self) -> None:
         """Wait for the build and drop what it committed, if anything."""
@@ -109,7 +90,7 @@ def drop_leftover() -> None:
         other.close()
 
 
-def _build() -> _Definition:
+def _build() -> Definition:
     other = connections.create_connection(DEFAULT_DB_ALIAS)
     try:
         other.set_autocommit(False)
@@ -118,7 +99,7 @@ def _build() -> _Definition:
             # a lock here must end (in an error that fails the rebuild) instead of
             # hanging in a deadlock the server cannot see.
             cursor.execute("SET LOCAL lock_timeout = '1min'")
-            definition = _definition(cursor)
+            definition = Definition.read(cursor, PaidPeriod._meta.db_table)
             cursor.execute(f"DROP TABLE IF EXISTS {SHADOW}")
             # Columns, defaults, checks, storage and comments now; the keys and indexes
             # after the rows, as the rebuild builds its own.
@@ -131,7 +112,7 @@ def _build() -> _Definition:
             with local_settings(cursor, _FULL_SETTINGS):
                 paid_periods_into(cursor, SHADOW)
                 for number, found in enumerate(definition.keys_and_indexes):
-                    cursor.execute(found.create(SHADOW, definition.new_name(number)))
+                    cursor.execute(found.create(SHADOW, _new_name(number)))
                 cursor.execute(f"ANALYZE {SHADOW}")
         other.commit()
         return definition
@@ -141,25 +122,3 @@ def _build() -> _Definition:
         raise
     finally:
         other.close()
-
-
-def _definition(cursor: Any) -> _Definition:
-    live = PaidPeriod._meta.db_table
-    cursor.execute(
-        """
-        SELECT array_to_string(c.reloptions, ', '),
-            ARRAY(
-                SELECT format('GRANT %%s ON %%I TO %%s%%s', a.privilege_type, c.relname,
-                    CASE WHEN a.grantee = 0 THEN 'PUBLIC'
-                         ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
-                    CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
-                FROM aclexplode(c.relacl) a WHERE a.grantee <> c.relowner
-            )
-        FROM pg_class c WHERE c.oid = %(live)s::regclass
-        """,
-        {"live": live},
-    )
-    options, grants = cursor.fetchone()
-    return _Definition(
-        options=options or "", keys_and_indexes=keys_and_indexes(cursor, live), grants=grants
-    )

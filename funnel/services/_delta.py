@@ -78,13 +78,13 @@ def milestones_add_activities(
             folded = {row[0] for row in cursor.fetchall()}
             cursor.execute(f"DROP TABLE IF EXISTS {_FRESH}")
             cursor.execute(f"CREATE TEMPORARY TABLE {_FRESH} AS {_delta_sql()}", params)
-            _write_fresh(cursor, now, result, empty=False)
+            _write_fresh(cursor, now, result)
         # Customers without a row that can take the fold (none yet, or a stale one) are
         # refreshed in full. Those with one but no new activity that counts (system kinds
         # only) keep it as it is: such activities change no milestone.
         missing = [i for i in ids if i not in folded]
         for start in range(0, len(missing), CHUNK):
-            _refresh_through_temp(cursor, missing[start : start + CHUNK], now, result, empty=False)
+            _refresh_through_temp(cursor, missing[start : start + CHUNK], now, result)
     return result
 
 

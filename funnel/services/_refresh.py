@@ -76,7 +76,7 @@ def _refresh(ids: list[int] | None, now: datetime, result: RefreshResult) -> Non
             _serialize(cursor, ids)
             if ids is None:
                 _drop_orphans(cursor)
-            _refresh_through_temp(cursor, ids, now, result, empty=False)
+            _refresh_through_temp(cursor, ids, now, result)
         elif ids is None:
             _refresh_everyone_pg(cursor, now, result)
         else:
@@ -85,7 +85,7 @@ def _refresh(ids: list[int] | None, now: datetime, result: RefreshResult) -> Non
                 covered = _refresh_factless_pg(cursor, ids, result)
                 rest = [i for i in ids if i not in covered]
                 if rest:
-                    _refresh_through_temp(cursor, rest, now, result, empty=False)
+                    _refresh_through_temp(cursor, rest, now, result)
 
 
 def _refresh_factless_pg(cursor: Any, ids: list[int], result: RefreshResult) -> set[int]:

@@ -17,7 +17,6 @@ from funnel.services._sql import (
     _MILESTONE_COLUMNS,
     CHUNK,
     _differs,
-    _first_stage_changes_sql,
     _fresh_paid_sql,
     _fresh_sql,
     _in_ids,
@@ -89,26 +88,30 @@ def _refresh_through_temp(
     ids: list[int] | None,
     now: datetime,
     result: RefreshResult,
-    *,
-    empty: bool,
-    paid: bool = True,
 ) -> None:
-    """Recompute and write these customers' (everyone's) milestone rows and stage changes,
-    and their paid periods unless ``paid`` is false (a rebuild builds them beside)."""
+    """Recompute and write these customers' (everyone's) milestone rows, stage changes
+    and paid periods, over the stored ones (a rebuild into empty tables: ``_rebuild``)."""
     params = _params(ids)
     # The fresh rows land in a temporary table first so that the stage changes can be
     # read against the stored rows before these are overwritten.
     cursor.execute(f"DROP TABLE IF EXISTS {_FRESH}")
     _create_temp(cursor, _FRESH, _fresh_sql(all_customers=ids is None), params, ids)
-    _write_fresh(cursor, now, result, empty=empty)
-    if paid:
-        _sync_paid_periods(cursor, ids, params, empty=empty)
+    _write_fresh(cursor, now, result)
+    _sync_paid_periods(cursor, ids, params, empty=False)
 
 
 def _create_temp(
     cursor: Any, table: str, select: str, params: dict[str, Any], ids: list[int] | None
 ) -> None:
-    """A temporary table of a recomputation of these customers (of everyone: None).
+    """A temporary table of a recomputation of these customers (of everyone: None)."""
+    create_from_raw(
+        cursor, f"CREATE TEMPORARY TABLE {table} AS {select}", params, everyone=ids is None
+    )
+
+
+def create_from_raw(cursor: Any, statement: str, params: dict[str, Any], *, everyone: bool) -> None:
+    """Run ``statement``, a CREATE TABLE AS of a recomputation from the raw tables of
+    some customers, or of ``everyone``.
 
     Of everyone, with hash joins off: each part of the rows and of the paid periods comes
     out in customer order (activities and paid orders from their customer indexes,
@@ -119,25 +122,23 @@ def _create_temp(
     with the indexes of migrations customers 0007 and 0008). Not for the rest of a full
     refresh: its joins of the fresh rows to the stored ones read neither in customer
     order, and with hash joins off the stage changes took 1.5 → 2.3 s."""
-    statement = f"CREATE TEMPORARY TABLE {table} AS {select}"
-    if ids is not None:
+    if not everyone:
         cursor.execute(statement, params)
         return
     with local_settings(cursor, {"enable_hashjoin": "off"}):
         cursor.execute(statement, params)
 
 
-def _write_fresh(cursor: Any, now: datetime, result: RefreshResult, *, empty: bool) -> None:
+def _write_fresh(cursor: Any, now: datetime, result: RefreshResult) -> None:
     """Record the stage changes from the stored rows to those of the ``_FRESH`` table, then
     write the rows that differ (and drop ``_FRESH``)."""
     milestones = Milestones._meta.db_table
     fresh_rows = _count(cursor, _FRESH)
     result.customers += fresh_rows
-    if connection.vendor == "postgresql" and fresh_rows > 50_000 and not empty:
-        # A temporary table has no statistics; the joins below need them at scale. Into
-        # empty tables nothing below joins (0.15 s saved at a million customers).
+    if connection.vendor == "postgresql" and fresh_rows > 50_000:
+        # A temporary table has no statistics; the joins below need them at scale.
         cursor.execute(f"ANALYZE {_FRESH}")
-    changes = _first_stage_changes_sql(_FRESH) if empty else _stage_changes_sql(_FRESH, milestones)
+    changes = _stage_changes_sql(_FRESH, milestones)
     cursor.execute(
         f"INSERT INTO {StageChange._meta.db_table} ({_STAGE_CHANGE_COLUMNS}) {changes}",
         {"now": now},
@@ -146,11 +147,10 @@ def _write_fresh(cursor: Any, now: datetime, result: RefreshResult, *, empty: bo
     columns = ", ".join(_MILESTONE_COLUMNS)
     updates = ", ".join(f"{c} = excluded.{c}" for c in _MILESTONE_COLUMNS[1:])
     changed = _differs(milestones, "excluded")
-    # ``WHERE 1 = 1`` lets SQLite tell the upsert's ON CONFLICT from a join's ON. Into an
-    # empty table every row is new: a plain INSERT, without the speculative insertion.
-    upsert = "" if empty else f"ON CONFLICT (customer_id) DO UPDATE SET {updates} WHERE {changed}"
+    # ``WHERE 1 = 1`` lets SQLite tell the upsert's ON CONFLICT from a join's ON.
     cursor.execute(
-        f"INSERT INTO {milestones} ({columns}) SELECT {columns} FROM {_FRESH} WHERE 1 = 1 {upsert}"
+        f"INSERT INTO {milestones} ({columns}) SELECT {columns} FROM {_FRESH} WHERE 1 = 1 "
+        f"ON CONFLICT (customer_id) DO UPDATE SET {updates} WHERE {changed}"
     )
     result.changed += max(cursor.rowcount, 0)
     cursor.execute(f"DROP TABLE {_FRESH}")
@@ -235,51 +235,6 @@ def _drop_orphans(cursor: Any) -> None:
             cursor.execute(
                 f"DELETE FROM {table} WHERE {_in_ids(f'{table}.customer_id', False)}", params
             )
-
-
-@dataclass(frozen=True)
-class KeyOrIndex:
-    """A table's key (primary or unique constraint) or other index, as the catalog has it:
-    enough to drop it and to make it again, on that table or on a twin of it."""
-
-    name: str
-    is_key: bool
-    unique: bool
-    # A key's definition ("PRIMARY KEY (...)"); an index's from its method on ("USING
-    # btree (...) [INCLUDE (...)] [WHERE ...]": pg_get_indexdef names the table
-    # qualified, and ours have no " USING ").
-    body: str
-
-    def create(self, table: str, name: str | None = None) -> str:
-        name = name or self.name
-        if self.is_key:
-            return f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {self.body}'
-        return f'CREATE {"UNIQUE " if self.unique else ""}INDEX "{name}" ON {table}{self.body}'
-
-    def drop(self, table: str) -> str:
-        if self.is_key:
-            return f'ALTER TABLE {table} DROP CONSTRAINT "{self.name}"'
-        return f'DROP INDEX "{self.name}"'
-
-
-def keys_and_indexes(cursor: Any, table: str) -> list[KeyOrIndex]:
-    """The keys, then the other indexes, of ``table`` (PostgreSQL)."""
-    cursor.execute(
-        """
-        SELECT c.conname, TRUE, TRUE, pg_get_constraintdef(c.oid)
-        FROM pg_constraint c
-        WHERE c.conrelid = %(table)s::regclass AND c.contype IN ('p', 'u')
-        UNION ALL
-        SELECT i.relname, FALSE, x.indisunique,
-            substring(pg_get_indexdef(x.indexrelid) FROM ' USING .*$')
-        FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
-        WHERE x.indrelid = %(table)s::regclass
-            AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
-        ORDER BY 2 DESC, 1
-        """,
-        {"table": table},
-    )
-    return [KeyOrIndex(*row) for row in cursor.fetchall()]
 
 
 def _count(cursor: Any, table: str) -> int:

@@ -3,11 +3,13 @@ the milestones are maintained by the real path (the ``facts_changed`` announceme
 
 from __future__ import annotations
 
+import io
 import itertools
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
@@ -122,3 +124,42 @@ def funnel_state(ids: list[int]) -> tuple[list[dict[str, Any]], list[tuple[Any, 
         )
     )
     return rows, changes, periods
+
+
+def rebuild(*args: str) -> str:
+    """``rebuild_funnel`` with these arguments; returns what it printed."""
+    out = io.StringIO()
+    call_command("rebuild_funnel", *args, stdout=out)
+    return out.getvalue()
+
+
+def table_shape(table: str) -> tuple[Any, ...]:
+    """``table`` as PostgreSQL's catalog has it: columns (types, NOT NULLs, collations,
+    defaults), indexes, constraints, storage parameters, ACL and owner."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+            "a.attcollation, pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a "
+            "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+            "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped "
+            "ORDER BY 1",
+            [table],
+        )
+        columns = cursor.fetchall()
+        cursor.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s ORDER BY 1", [table]
+        )
+        indexes = cursor.fetchall()
+        cursor.execute(
+            "SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = %s::regclass ORDER BY 1",
+            [table],
+        )
+        constraints = cursor.fetchall()
+        cursor.execute(
+            "SELECT reloptions, relacl, pg_get_userbyid(relowner) FROM pg_class "
+            "WHERE oid = %s::regclass",
+            [table],
+        )
+        options, acl, owner = cursor.fetchone()
+    return columns, indexes, constraints, options, acl, owner

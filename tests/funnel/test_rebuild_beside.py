@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.core.management import call_command
 from django.db import connection, transaction
 
 from funnel.models import REACHED_FIELDS, Milestones, PaidPeriod, Stage, StageChange
 from funnel.services import _beside
 from funnel.services._beside import SHADOW, PaidPeriodsBeside
+from tests.funnel.helpers import rebuild, table_shape
 from tests.funnel.random_world import build_random_world
 
 pytestmark = [
@@ -24,14 +24,6 @@ pytestmark = [
 
 COLUMNS = [f.attname for f in Milestones._meta.concrete_fields]
 PAID = PaidPeriod._meta.db_table
-
-
-class _Sink:
-    def write(self, text: str) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
 
 
 def _milestones() -> list[dict[str, Any]]:
@@ -46,24 +38,6 @@ def _paid_periods() -> list[tuple[Any, ...]]:
 
 def _history() -> list[tuple[Any, ...]]:
     return sorted(StageChange.objects.values_list("customer_id", "from_stage", "to_stage", "at"))
-
-
-def _table_shape() -> tuple[Any, ...]:
-    """The paid periods' table as the catalog has it: indexes, keys, checks, options, ACL."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s ORDER BY 1", [PAID]
-        )
-        indexes = cursor.fetchall()
-        cursor.execute(
-            "SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint "
-            "WHERE conrelid = %s::regclass ORDER BY 1",
-            [PAID],
-        )
-        constraints = cursor.fetchall()
-        cursor.execute("SELECT reloptions, relacl FROM pg_class WHERE oid = %s::regclass", [PAID])
-        options, acl = cursor.fetchone()
-    return indexes, constraints, options, acl
 
 
 def _shadow_exists() -> bool:
@@ -96,8 +70,8 @@ def dressed_table() -> Any:
 def test_reset_rebuild_builds_the_paid_periods_beside_with_the_same_rows_and_table(
     world: Any, dressed_table: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    incremental, paid, shape = _milestones(), _paid_periods(), _table_shape()
-    assert paid and shape[2] == ["fillfactor=90"] and "=r/" in str(shape[3])
+    incremental, paid, shape = _milestones(), _paid_periods(), table_shape(PAID)
+    assert paid and shape[3] == ["fillfactor=90"] and "=r/" in str(shape[4])
     started = []
     original_start = PaidPeriodsBeside.start
 
@@ -110,12 +84,12 @@ def test_reset_rebuild_builds_the_paid_periods_beside_with_the_same_rows_and_tab
         # A table of that name left over by a crash is replaced.
         cursor.execute(f"CREATE TABLE {SHADOW} (leftover int)")
 
-    call_command("rebuild_funnel", "--reset", stdout=_Sink())
+    rebuild("--reset")
 
     assert started, "the paid periods were not built beside"
     assert _milestones() == incremental
     assert _paid_periods() == paid
-    assert _table_shape() == shape
+    assert table_shape(PAID) == shape
     assert not _shadow_exists()
     expected = sorted(
         (row["customer_id"], k - 1, k, row[REACHED_FIELDS[Stage(k)]])
@@ -124,14 +98,19 @@ def test_reset_rebuild_builds_the_paid_periods_beside_with_the_same_rows_and_tab
     )
     assert _history() == expected
     # And the rebuilt table serves the incremental path (its key is the conflict target).
-    call_command("rebuild_funnel", stdout=_Sink())
+    rebuild()
     assert _paid_periods() == paid
 
 
 def test_a_rebuild_failing_after_the_new_table_was_committed_leaves_the_old_tables(
     world: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    incremental, paid, history, shape = _milestones(), _paid_periods(), _history(), _table_shape()
+    incremental, paid, history, shape = (
+        _milestones(),
+        _paid_periods(),
+        _history(),
+        table_shape(PAID),
+    )
     committed = []
 
     def finish(self: PaidPeriodsBeside, cursor: Any) -> None:
@@ -142,11 +121,11 @@ def test_a_rebuild_failing_after_the_new_table_was_committed_leaves_the_old_tabl
 
     monkeypatch.setattr(PaidPeriodsBeside, "finish", finish)
     with pytest.raises(RuntimeError, match="fails here"):
-        call_command("rebuild_funnel", "--reset", stdout=_Sink())
+        rebuild("--reset")
 
     assert committed == [True]
     assert not _shadow_exists()
-    assert (_milestones(), _paid_periods(), _history(), _table_shape()) == (
+    assert (_milestones(), _paid_periods(), _history(), table_shape(PAID)) == (
         incremental,
         paid,
         history,
@@ -165,7 +144,7 @@ def test_a_failing_second_connection_fails_the_rebuild_and_leaves_the_old_tables
 
     monkeypatch.setattr("funnel.services._beside.paid_periods_into", fill)
     with pytest.raises(RuntimeError, match="paid periods fail"):
-        call_command("rebuild_funnel", "--reset", stdout=_Sink())
+        rebuild("--reset")
 
     assert not _shadow_exists()
     assert (_milestones(), _paid_periods(), _history()) == (incremental, paid, history)
@@ -182,6 +161,6 @@ def test_inside_a_callers_transaction_the_rebuild_stays_on_one_connection(
 
     monkeypatch.setattr(PaidPeriodsBeside, "start", start)
     with transaction.atomic():
-        call_command("rebuild_funnel", "--reset", stdout=_Sink())
+        rebuild("--reset")
     assert (_milestones(), _paid_periods()) == (incremental, paid)
     assert not _shadow_exists()

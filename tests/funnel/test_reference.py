@@ -14,7 +14,6 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
-from django.core.management import call_command
 from django.db import connection
 from django.db.models import F
 from django.utils import timezone
@@ -26,6 +25,7 @@ from funnel.selectors import channel_report, cohort_report, funnel_report, trend
 from scrm.roles import sees_everything
 from tests.factories import UserFactory
 from tests.funnel import reference
+from tests.funnel.helpers import rebuild
 from tests.funnel.random_world import FIRST_DAY, SPAN_DAYS, RandomWorld, build_random_world
 
 pytestmark = pytest.mark.django_db
@@ -178,12 +178,12 @@ def test_rebuild_gives_what_incremental_maintenance_gave(random_world: RandomWor
     paid = _paid_periods()
 
     # Without --reset: nothing differs, so nothing is written and no change is recorded.
-    call_command("rebuild_funnel", stdout=_Sink())
+    rebuild()
     assert list(Milestones.objects.order_by("customer_id").values(*COLUMNS)) == incremental
     assert StageChange.objects.count() == history
     assert _paid_periods() == paid
 
-    call_command("rebuild_funnel", "--reset", stdout=_Sink())
+    rebuild("--reset")
     assert list(Milestones.objects.order_by("customer_id").values(*COLUMNS)) == incremental
     assert _paid_periods() == paid
     # The history is re-derived: one rise per stage entered, at the time it was reached.
@@ -194,11 +194,3 @@ def test_rebuild_gives_what_incremental_maintenance_gave(random_world: RandomWor
         for k in range(2, row["stage"] + 1)
     )
     assert derived == expected
-
-
-class _Sink:
-    def write(self, text: str) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
