@@ -55,9 +55,11 @@ def test_a_reset_rebuild_puts_an_identical_table_in_place(world: Any) -> None:
     assert any(column[5] == "0" for column in shape[0])
     assert any(kind == "c" for _name, kind, _body in shape[2])
 
-    rebuild("--reset")
+    printed = rebuild("--reset")
 
     assert _milestones() == incremental
+    everyone = len(incremental)
+    assert printed.startswith(f"{everyone} customers, {everyone} milestone rows written, ")
     assert table_shape(TABLE) == shape
     assert not _next_exists()
     # The rows were written under the fillfactor: fewer on the fullest page than packed.
