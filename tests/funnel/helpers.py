@@ -163,3 +163,9 @@ def table_shape(table: str) -> tuple[Any, ...]:
         )
         options, acl, owner = cursor.fetchone()
     return columns, indexes, constraints, options, acl, owner
+
+
+def table_exists(table: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [table])
+        return bool(cursor.fetchone()[0])

@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from funnel.models import REACHED_FIELDS, Milestones, PaidPeriod, Stage, StageChange
 from funnel.services import _beside
 from funnel.services._beside import SHADOW, PaidPeriodsBeside
-from tests.funnel.helpers import rebuild, table_shape
+from tests.funnel.helpers import rebuild, table_exists, table_shape
 from tests.funnel.random_world import build_random_world
 
 pytestmark = [
@@ -38,12 +38,6 @@ def _paid_periods() -> list[tuple[Any, ...]]:
 
 def _history() -> list[tuple[Any, ...]]:
     return sorted(StageChange.objects.values_list("customer_id", "from_stage", "to_stage", "at"))
-
-
-def _shadow_exists() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [SHADOW])
-        return bool(cursor.fetchone()[0])
 
 
 @pytest.fixture
@@ -90,7 +84,7 @@ def test_reset_rebuild_builds_the_paid_periods_beside_with_the_same_rows_and_tab
     assert _milestones() == incremental
     assert _paid_periods() == paid
     assert table_shape(PAID) == shape
-    assert not _shadow_exists()
+    assert not table_exists(SHADOW)
     expected = sorted(
         (row["customer_id"], k - 1, k, row[REACHED_FIELDS[Stage(k)]])
         for row in incremental
@@ -116,7 +110,7 @@ def test_a_rebuild_failing_after_the_new_table_was_committed_leaves_the_old_tabl
     def finish(self: PaidPeriodsBeside, cursor: Any) -> None:
         assert self._future is not None
         self._future.result()  # the new table is committed
-        committed.append(_shadow_exists())
+        committed.append(table_exists(SHADOW))
         raise RuntimeError("the rebuild fails here")
 
     monkeypatch.setattr(PaidPeriodsBeside, "finish", finish)
@@ -124,7 +118,7 @@ def test_a_rebuild_failing_after_the_new_table_was_committed_leaves_the_old_tabl
         rebuild("--reset")
 
     assert committed == [True]
-    assert not _shadow_exists()
+    assert not table_exists(SHADOW)
     assert (_milestones(), _paid_periods(), _history(), table_shape(PAID)) == (
         incremental,
         paid,
@@ -146,7 +140,7 @@ def test_a_failing_second_connection_fails_the_rebuild_and_leaves_the_old_tables
     with pytest.raises(RuntimeError, match="paid periods fail"):
         rebuild("--reset")
 
-    assert not _shadow_exists()
+    assert not table_exists(SHADOW)
     assert (_milestones(), _paid_periods(), _history()) == (incremental, paid, history)
 
 
@@ -163,4 +157,4 @@ def test_inside_a_callers_transaction_the_rebuild_stays_on_one_connection(
     with transaction.atomic():
         rebuild("--reset")
     assert (_milestones(), _paid_periods()) == (incremental, paid)
-    assert not _shadow_exists()
+    assert not table_exists(SHADOW)

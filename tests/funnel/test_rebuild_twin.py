@@ -18,7 +18,7 @@ from funnel.models import Milestones
 from funnel.services import _twin
 from funnel.services._rebuild import MILESTONES_NEXT
 from tests.funnel import reference
-from tests.funnel.helpers import rebuild, table_shape
+from tests.funnel.helpers import rebuild, table_exists, table_shape
 from tests.funnel.random_world import build_random_world
 
 pytestmark = [
@@ -32,12 +32,6 @@ COLUMNS = [f.attname for f in Milestones._meta.concrete_fields]
 
 def _milestones() -> list[dict[str, Any]]:
     return list(Milestones.objects.order_by("customer_id").values(*COLUMNS))
-
-
-def _next_exists() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [MILESTONES_NEXT])
-        return bool(cursor.fetchone()[0])
 
 
 @pytest.fixture
@@ -61,7 +55,7 @@ def test_a_reset_rebuild_puts_an_identical_table_in_place(world: Any) -> None:
     everyone = len(incremental)
     assert printed.startswith(f"{everyone} customers, {everyone} milestone rows written, ")
     assert table_shape(TABLE) == shape
-    assert not _next_exists()
+    assert not table_exists(MILESTONES_NEXT)
     # The rows were written under the fillfactor: fewer on the fullest page than packed.
     fullest = (
         "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM {} GROUP BY (ctid::text::point)[0]) pages"
@@ -83,7 +77,7 @@ def test_a_new_table_unlike_the_live_one_fails_the_rebuild_and_leaves_the_old(
     with pytest.raises(RuntimeError, match="milestones_next's columns are not"):
         rebuild("--reset")
     assert (_milestones(), table_shape(TABLE)) == (incremental, shape)
-    assert not _next_exists()
+    assert not table_exists(MILESTONES_NEXT)
 
 
 def test_the_prepared_fold_of_a_session_serves_the_new_table(world: Any) -> None:
