@@ -15,8 +15,8 @@ refresh of any customer waits for it), like each of the rebuild's own statements
 take their snapshots one by one too (READ COMMITTED). If the rebuild fails after the new
 table was committed, it is dropped; the next rebuild drops one left over by a crash.
 
-``LIKE ... INCLUDING ALL`` and the live table's definition (``_twin``) carry over the
-columns, defaults, checks, keys, indexes, storage parameters, owner and grants.
+The new table is made as the rebuild makes its milestones' (``_twin``): the same columns,
+NOT NULLs, defaults, checks, keys, indexes, storage parameters, owner and grants.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ from django.db import DEFAULT_DB_ALIAS, connections
 
 from funnel._session import local_settings
 from funnel.models import PaidPeriod
-from funnel.services._twin import Definition
-from funnel.services._write import _FULL_SETTINGS, paid_periods_into
+from funnel.services._sql import _fresh_paid_sql, _params
+from funnel.services._twin import Definition, twin_name
+from funnel.services._write import _FULL_SETTINGS
 
 #: The table the second connection builds; its keys and indexes are named after it.
-SHADOW = f"{PaidPeriod._meta.db_table}_next"
+SHADOW = twin_name(PaidPeriod._meta.db_table)
 
 
 def _new_name(number: int) -> str:
@@ -64,7 +65,6 @@ class PaidPeriodsBeside:
             self._executor.shutdown()
         definition.take_place(
             cursor,
-            SHADOW,
             renamed={
                 found.name: _new_name(number)
                 for number, found in enumerate(definition.keys_and_indexes)
@@ -100,17 +100,10 @@ def _build() -> Definition:
             # hanging in a deadlock the server cannot see.
             cursor.execute("SET LOCAL lock_timeout = '1min'")
             definition = Definition.read(cursor, PaidPeriod._meta.db_table)
-            cursor.execute(f"DROP TABLE IF EXISTS {SHADOW}")
-            # Columns, defaults, checks, storage and comments now; the keys and indexes
-            # after the rows, as the rebuild builds its own.
-            cursor.execute(
-                f"CREATE TABLE {SHADOW} (LIKE {PaidPeriod._meta.db_table} "
-                "INCLUDING ALL EXCLUDING INDEXES)"
-            )
-            if definition.options:
-                cursor.execute(f"ALTER TABLE {SHADOW} SET ({definition.options})")
             with local_settings(cursor, _FULL_SETTINGS):
-                paid_periods_into(cursor, SHADOW)
+                _fill(cursor, definition)
+                # Under names of their own: the live table's keys and indexes keep theirs
+                # until it is dropped.
                 for number, found in enumerate(definition.keys_and_indexes):
                     cursor.execute(found.create(SHADOW, _new_name(number)))
                 cursor.execute(f"ANALYZE {SHADOW}")
@@ -122,3 +115,8 @@ def _build() -> Definition:
         raise
     finally:
         other.close()
+
+
+def _fill(cursor: Any, definition: Definition) -> None:
+    """The new table, with everyone's paid periods."""
+    definition.build_twin(cursor, _fresh_paid_sql(all_customers=True), _params(None))

@@ -1,7 +1,8 @@
 """A twin of a live funnel table (PostgreSQL): a new table built under another name, then
 given the live table's name in one transaction, so that readers see the old rows or the
-new ones, never a mix. A rebuild into empty tables makes two: the paid periods on a
-second connection (``_beside``), the milestones in its own transaction (``_rebuild``).
+new ones, never a mix. A rebuild into empty tables makes two, the milestones and the paid
+periods: both in its own transaction (``_rebuild``), or the paid periods on a second
+connection meanwhile (``_beside``).
 
 What makes a new table the live one's twin is read from the catalog here: its columns
 (types, collations, NOT NULL, defaults), checks, keys and indexes, storage parameters,
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from funnel.services._write import create_from_raw
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,42 @@ class Column:
         return f'CAST({alias}."{self.name}" AS {self.type}){collate} AS "{self.name}"'
 
 
+def twin_name(table: str) -> str:
+    """The name a new table of ``table`` is built under."""
+    return f"{table}_next"
+
+
+def _shape(cursor: Any, table: str) -> tuple[list[Column], list[tuple[str, str]], str]:
+    """The columns, checks and storage parameters of ``table``: what a table made by
+    ``CREATE TABLE AS`` must be given to be its twin."""
+    cursor.execute(
+        """
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod),
+            CASE WHEN a.attcollation <> t.typcollation THEN quote_ident(co.collname) END,
+            a.attnotnull, pg_get_expr(d.adbin, d.adrelid)
+        FROM pg_attribute a
+        JOIN pg_type t ON t.oid = a.atttypid
+        LEFT JOIN pg_collation co ON co.oid = a.attcollation
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE a.attrelid = %(table)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum
+        """,
+        {"table": table},
+    )
+    columns = [Column(*row) for row in cursor.fetchall()]
+    cursor.execute(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = %(table)s::regclass AND contype = 'c' ORDER BY 1",
+        {"table": table},
+    )
+    checks = [(name, body) for name, body in cursor.fetchall()]
+    cursor.execute(
+        "SELECT array_to_string(reloptions, ', ') FROM pg_class WHERE oid = %(table)s::regclass",
+        {"table": table},
+    )
+    return columns, checks, cursor.fetchone()[0] or ""
+
+
 @dataclass(frozen=True)
 class Definition:
     """A live table's definition, as far as its twin must repeat it."""
@@ -80,43 +119,25 @@ class Definition:
     table: str
     columns: list[Column]
     checks: list[tuple[str, str]]  # (name, "CHECK (...)")
-    keys_and_indexes: list[KeyOrIndex]
     options: str  # "fillfactor=85, ..."
-    # "ALTER TABLE ... OWNER TO ..." when the live table's owner is not the current user
-    # (a member of the owner's role), who will own the twin.
-    owner: str
+    keys_and_indexes: list[KeyOrIndex]
+    # The live table's owner (quoted) when it is not the current user (a member of the
+    # owner's role), who will own the twin; else None.
+    owner: str | None
     grants: list[str]
+
+    @property
+    def twin(self) -> str:
+        return twin_name(self.table)
 
     @classmethod
     def read(cls, cursor: Any, table: str) -> Definition:
+        columns, checks, options = _shape(cursor, table)
         cursor.execute(
             """
-            SELECT a.attname, format_type(a.atttypid, a.atttypmod),
-                CASE WHEN a.attcollation <> t.typcollation THEN quote_ident(co.collname) END,
-                a.attnotnull, pg_get_expr(d.adbin, d.adrelid)
-            FROM pg_attribute a
-            JOIN pg_type t ON t.oid = a.atttypid
-            LEFT JOIN pg_collation co ON co.oid = a.attcollation
-            LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-            WHERE a.attrelid = %(table)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
-            ORDER BY a.attnum
-            """,
-            {"table": table},
-        )
-        columns = [Column(*row) for row in cursor.fetchall()]
-        cursor.execute(
-            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-            "WHERE conrelid = %(table)s::regclass AND contype = 'c' ORDER BY 1",
-            {"table": table},
-        )
-        checks = [(name, body) for name, body in cursor.fetchall()]
-        cursor.execute(
-            """
-            SELECT array_to_string(c.reloptions, ', '),
+            SELECT
                 CASE WHEN c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)
-                     THEN format('ALTER TABLE %%I OWNER TO %%I', c.relname,
-                         pg_get_userbyid(c.relowner))
-                     ELSE '' END,
+                     THEN quote_ident(pg_get_userbyid(c.relowner)) END,
                 ARRAY(
                     SELECT format('GRANT %%s ON %%I TO %%s%%s', a.privilege_type, c.relname,
                         CASE WHEN a.grantee = 0 THEN 'PUBLIC'
@@ -128,31 +149,58 @@ class Definition:
             """,
             {"table": table},
         )
-        options, owner, grants = cursor.fetchone()
+        owner, grants = cursor.fetchone()
         return cls(
             table=table,
             columns=columns,
             checks=checks,
+            options=options,
             keys_and_indexes=keys_and_indexes(cursor, table),
-            options=options or "",
             owner=owner,
             grants=list(grants),
         )
 
-    def create_as(self, twin: str, select: str) -> str:
-        """``CREATE TABLE twin AS`` the rows of ``select`` (a SELECT with a column of each
-        live column's name), cast to the live columns' types, in their order, written with
-        the live storage parameters (a fillfactor must hold for the rows written now).
+    def build_twin(self, cursor: Any, select: str, params: dict[str, Any]) -> int:
+        """Make the twin (``twin_name``, replacing one left over) of the rows of ``select``
+        (a recomputation of everyone from the raw tables, with a column of each live
+        column's name), without keys or indexes; returns its rows.
 
-        Not ``LIKE`` and ``INSERT``: PostgreSQL runs an ``INSERT ... SELECT`` in one
-        process, a ``CREATE TABLE AS`` in parallel, and writes its rows in bulk."""
+        ``CREATE TABLE AS``, not ``LIKE`` and an ``INSERT``: PostgreSQL runs an ``INSERT
+        ... SELECT`` in one process, a ``CREATE TABLE AS`` in parallel, and writes its
+        rows in bulk (the milestones' copy from a temporary table took 0.9 s at a million
+        rows). The rows are cast to the live columns' types, in their order, and written
+        with the live storage parameters (a fillfactor must hold for them); one ``ALTER
+        TABLE`` (one scan of the rows) adds the NOT NULLs, defaults and checks. Then the
+        twin is compared with the live table: a rebuild must not put in place a table the
+        product's migrations did not make, whatever a later migration adds to the live
+        one."""
+        cursor.execute(f"DROP TABLE IF EXISTS {self.twin}")
         cast = ", ".join(c.cast("s") for c in self.columns)
         options = f" WITH ({self.options})" if self.options else ""
-        return f"CREATE TABLE {twin}{options} AS SELECT {cast} FROM ({select}) s"
+        rows = create_from_raw(
+            cursor,
+            f"CREATE TABLE {self.twin}{options} AS SELECT {cast} FROM ({select}) s",
+            params,
+            everyone=True,
+        )
+        if complete := self.complete():
+            cursor.execute(complete)
+        for what, twin, live in zip(
+            ("columns", "checks", "options"),
+            _shape(cursor, self.twin),
+            (self.columns, self.checks, self.options),
+            strict=True,
+        ):
+            if twin != live:
+                raise RuntimeError(
+                    f"rebuild_funnel cannot replace {self.table}: "
+                    f"{self.twin}'s {what} are not {self.table}'s"
+                )
+        return rows
 
-    def complete(self, twin: str) -> str | None:
-        """The ``ALTER TABLE`` that gives a table made by :meth:`create_as` the live
-        table's NOT NULLs, defaults and checks (one statement: one scan of its rows)."""
+    def complete(self) -> str | None:
+        """The ``ALTER TABLE`` that gives the twin, as ``CREATE TABLE AS`` made it, the
+        live NOT NULLs, defaults and checks (None if there are none)."""
         actions = [f'ALTER COLUMN "{c.name}" SET NOT NULL' for c in self.columns if c.not_null]
         actions += [
             f'ALTER COLUMN "{c.name}" SET DEFAULT {c.default}'
@@ -160,24 +208,14 @@ class Definition:
             if c.default is not None
         ]
         actions += [f'ADD CONSTRAINT "{name}" {body}' for name, body in self.checks]
-        return f"ALTER TABLE {twin} {', '.join(actions)}" if actions else None
+        return f"ALTER TABLE {self.twin} {', '.join(actions)}" if actions else None
 
-    def twin_differs(self, cursor: Any, twin: str) -> str | None:
-        """What of the definition the table ``twin`` lacks (its keys and indexes aside),
-        or None: a rebuild must not put in place a table the product's migrations did not
-        make, whatever a later migration adds to the live one."""
-        other = Definition.read(cursor, twin)
-        for what in ("columns", "checks", "options"):
-            if getattr(other, what) != getattr(self, what):
-                return f"{twin}'s {what} are not {self.table}'s"
-        return None
-
-    def take_place(self, cursor: Any, twin: str, renamed: dict[str, str] | None = None) -> None:
+    def take_place(self, cursor: Any, renamed: dict[str, str] | None = None) -> None:
         """In the caller's transaction: drop the live table and give the twin its name,
         its owner and grants; and its keys and indexes made on the twin under other
         names (``renamed``: their names there by their live names) theirs."""
         cursor.execute(f"DROP TABLE {self.table}")
-        cursor.execute(f"ALTER TABLE {twin} RENAME TO {self.table}")
+        cursor.execute(f"ALTER TABLE {self.twin} RENAME TO {self.table}")
         keys = {found.name: found.is_key for found in self.keys_and_indexes}
         for live, new in (renamed or {}).items():
             # Renaming a key renames the index behind it.
@@ -186,6 +224,6 @@ class Definition:
             else:
                 cursor.execute(f'ALTER INDEX "{new}" RENAME TO "{live}"')
         if self.owner:
-            cursor.execute(self.owner)
+            cursor.execute(f"ALTER TABLE {self.table} OWNER TO {self.owner}")
         for grant in self.grants:
             cursor.execute(grant)

@@ -97,7 +97,7 @@ def _refresh_through_temp(
     cursor.execute(f"DROP TABLE IF EXISTS {_FRESH}")
     _create_temp(cursor, _FRESH, _fresh_sql(all_customers=ids is None), params, ids)
     _write_fresh(cursor, now, result)
-    _sync_paid_periods(cursor, ids, params, empty=False)
+    _sync_paid_periods(cursor, ids, params)
 
 
 def _create_temp(
@@ -164,38 +164,19 @@ _FRESH_PAID = "funnel_fresh_paid"
 def paid_periods_refresh_everyone() -> None:
     """Recompute every customer's paid periods alone (the migration that added them)."""
     with transaction.atomic(), connection.cursor() as cursor:
-        _sync_paid_periods(cursor, None, _params(None), empty=False)
+        _sync_paid_periods(cursor, None, _params(None))
 
 
-def paid_periods_into(cursor: Any, table: str) -> None:
-    """Write everyone's paid periods into ``table``, empty, of ``PaidPeriod``'s columns."""
-    _sync_paid_periods(cursor, None, _params(None), empty=True, table=table)
-
-
-def _sync_paid_periods(
-    cursor: Any,
-    ids: list[int] | None,
-    params: dict[str, Any],
-    *,
-    empty: bool,
-    table: str = PaidPeriod._meta.db_table,
-) -> None:
+def _sync_paid_periods(cursor: Any, ids: list[int] | None, params: dict[str, Any]) -> None:
     """Bring these customers' (everyone's) ``PaidPeriod`` rows in step with their paid
-    orders, writing only the rows that differ (an unchanged refresh writes none)."""
+    orders, writing only the rows that differ (an unchanged refresh writes none). A
+    rebuild into empty tables builds a new table instead (``_rebuild``)."""
+    table = PaidPeriod._meta.db_table
     columns = "customer_id, acquired_at, days, n, amount"
-    fresh = _fresh_paid_sql(all_customers=ids is None)
-    if empty and connection.vendor != "postgresql":
-        # Into an empty table every row is new: straight in, without a temporary copy.
-        cursor.execute(f"INSERT INTO {table} ({columns}) {fresh}", params)
-        return
     cursor.execute(f"DROP TABLE IF EXISTS {_FRESH_PAID}")
     # PostgreSQL runs CREATE TABLE AS in parallel, never INSERT ... SELECT (15 s of a
     # rebuild's 46 for a million orders).
-    _create_temp(cursor, _FRESH_PAID, fresh, params, ids)
-    if empty:
-        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_FRESH_PAID}")
-        cursor.execute(f"DROP TABLE {_FRESH_PAID}")
-        return
+    _create_temp(cursor, _FRESH_PAID, _fresh_paid_sql(all_customers=ids is None), params, ids)
     if connection.vendor == "postgresql" and (ids is None or len(ids) > 50_000):
         cursor.execute(f"ANALYZE {_FRESH_PAID}")
     cursor.execute(

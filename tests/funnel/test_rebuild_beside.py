@@ -132,11 +132,11 @@ def test_a_failing_second_connection_fails_the_rebuild_and_leaves_the_old_tables
 ) -> None:
     incremental, paid, history = _milestones(), _paid_periods(), _history()
 
-    def fill(cursor: Any, table: str) -> None:
-        cursor.execute(f"INSERT INTO {table} SELECT * FROM {PAID}")
+    def fill(cursor: Any, definition: Any) -> None:
+        cursor.execute(f"CREATE TABLE {SHADOW} AS SELECT * FROM {PAID}")
         raise RuntimeError("the paid periods fail")
 
-    monkeypatch.setattr("funnel.services._beside.paid_periods_into", fill)
+    monkeypatch.setattr("funnel.services._beside._fill", fill)
     with pytest.raises(RuntimeError, match="paid periods fail"):
         rebuild("--reset")
 

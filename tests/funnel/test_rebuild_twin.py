@@ -16,7 +16,7 @@ from customers.models import ActivitySource
 from customers.services import ActivityInput, activities_record
 from funnel.models import Milestones
 from funnel.services import _twin
-from funnel.services._rebuild import MILESTONES_NEXT
+from funnel.services._twin import twin_name
 from tests.funnel import reference
 from tests.funnel.helpers import rebuild, table_exists, table_shape
 from tests.funnel.random_world import build_random_world
@@ -55,7 +55,7 @@ def test_a_reset_rebuild_puts_an_identical_table_in_place(world: Any) -> None:
     everyone = len(incremental)
     assert printed.startswith(f"{everyone} customers, {everyone} milestone rows written, ")
     assert table_shape(TABLE) == shape
-    assert not table_exists(MILESTONES_NEXT)
+    assert not table_exists(twin_name(TABLE))
     # The rows were written under the fillfactor: fewer on the fullest page than packed.
     fullest = (
         "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM {} GROUP BY (ctid::text::point)[0]) pages"
@@ -73,11 +73,11 @@ def test_a_new_table_unlike_the_live_one_fails_the_rebuild_and_leaves_the_old(
 ) -> None:
     incremental, shape = _milestones(), table_shape(TABLE)
     # The new table without its NOT NULLs and checks.
-    monkeypatch.setattr(_twin.Definition, "complete", lambda self, twin: None)
+    monkeypatch.setattr(_twin.Definition, "complete", lambda self: None)
     with pytest.raises(RuntimeError, match="milestones_next's columns are not"):
         rebuild("--reset")
     assert (_milestones(), table_shape(TABLE)) == (incremental, shape)
-    assert not table_exists(MILESTONES_NEXT)
+    assert not table_exists(twin_name(TABLE))
 
 
 def test_the_prepared_fold_of_a_session_serves_the_new_table(world: Any) -> None:
